@@ -1,0 +1,32 @@
+"""``attn2d shapes``: one forward pass of every mechanism on a random batch."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..registry import available, create
+
+HELP = "run every mechanism (or the given ones) on a random batch; print shapes and parameters"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", help="spec strings (default: every mechanism)")
+    parser.add_argument("--input", default="2x64x16x16", help="batch shape BxCxHxW")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        b, c, h, w = (int(v) for v in args.input.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected --input as BxCxHxW, e.g. 2x64x16x16, got {args.input!r}")
+    torch.manual_seed(0)
+    x = torch.randn(b, c, h, w)
+    for spec in args.names or [m.name for m in available()]:
+        module = create(spec, c).eval()
+        with torch.no_grad():
+            y = module(x)
+        params = sum(p.numel() for p in module.parameters())
+        print(f"{spec:<16} {tuple(x.shape)} -> {tuple(y.shape)}  params={params:,}")
+    return 0

@@ -1,0 +1,39 @@
+"""The mechanisms, by family; see :mod:`attn2d.registry` for the names."""
+
+from ._common import AttentionMap
+from .channel import EfficientChannelAttention, SqueezeExcite, eca_kernel_size
+from .hybrid import BAM, CBAM, ChannelGate, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
+from .position import (
+    ChannelSelfAttention,
+    CrissCrossAttention,
+    DANetHead,
+    DualAttention,
+    GlobalContext,
+    NonLocal2d,
+    PositionAttention,
+)
+from .spatial import SimAM, SpatialGate, TripletAttention
+
+__all__ = [
+    "BAM",
+    "CBAM",
+    "AttentionMap",
+    "ChannelGate",
+    "ChannelSelfAttention",
+    "CoordAttention",
+    "CrissCrossAttention",
+    "DANetHead",
+    "DualAttention",
+    "DynamicCBAM",
+    "EfficientChannelAttention",
+    "GlobalContext",
+    "LiteCBAM",
+    "NonLocal2d",
+    "ParallelCBAM",
+    "PositionAttention",
+    "SimAM",
+    "SpatialGate",
+    "SqueezeExcite",
+    "TripletAttention",
+    "eca_kernel_size",
+]

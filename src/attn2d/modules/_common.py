@@ -1,0 +1,110 @@
+"""Pieces every mechanism shares: the hook point, width rules and input checks.
+
+Every check raises ``ValueError``/``TypeError`` worded ``"<module>: expected …, got …"``
+so a user sees which block rejected what, before any PyTorch op fails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "AttentionMap",
+    "check_choice",
+    "check_odd_kernel",
+    "check_positive_int",
+    "expect_feature_map",
+    "hidden_width",
+]
+
+
+class AttentionMap(nn.Identity):
+    """Identity that marks the attention weights a module applies.
+
+    A forward hook on it sees exactly the tensor that scales the features, so maps can be
+    read without changing the module. Modules whose fast path never materialises a map
+    ask :attr:`listening` and build the explicit map only when someone is hooked in.
+
+    Args:
+        kind: what the map is: ``"channel"`` (B, C), ``"spatial"`` (B, 1, H, W),
+            ``"position"`` (B, N, N) over flattened positions, ``"channel-affinity"``
+            (B, C, C), ``"criss-cross"`` (B, H, W, W + H): for each pixel the weights over
+            its row then its column (the pixel itself counted in the row, zero in the
+            column), or ``"mixture"`` (K,) for softmax weights over branches.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    @property
+    def listening(self) -> bool:
+        """True when a forward hook (module-local or global) would see this map."""
+        return bool(
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or nn.modules.module._global_forward_hooks
+            or nn.modules.module._global_forward_pre_hooks
+        )
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def check_positive_int(value: object, name: str, owner: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: expected {name} to be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{owner}: expected {name} >= {minimum}, got {value}")
+    return value
+
+
+def hidden_width(
+    channels: int, reduction: float, owner: str, minimum: int = 1, name: str = "reduction"
+) -> int:
+    """Width of a bottleneck: ``max(minimum, channels // reduction)``.
+
+    One rule for every module, so widths round and fail the same way everywhere.
+    """
+    check_positive_int(channels, "channels", owner)
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)):
+        raise TypeError(f"{owner}: expected {name} to be a number, got {type(reduction).__name__}")
+    if not reduction > 0 or not math.isfinite(reduction):
+        raise ValueError(f"{owner}: expected {name} > 0, got {reduction}")
+    return max(minimum, int(channels // reduction))
+
+
+def check_odd_kernel(kernel_size: object, owner: str, name: str = "kernel_size") -> int:
+    """Kernel sizes must be odd so that 'same' padding keeps the map size."""
+    check_positive_int(kernel_size, name, owner)
+    if kernel_size % 2 == 0:  # type: ignore[operator]
+        raise ValueError(f"{owner}: expected an odd {name}, got {kernel_size}")
+    return kernel_size  # type: ignore[return-value]
+
+
+def check_choice(value: object, choices: tuple[str, ...], name: str, owner: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{owner}: expected {name} in {choices}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def expect_feature_map(x: object, channels: int | None, owner: str) -> None:
+    """Check that ``x`` is a floating (B, C, H, W) tensor with the expected channels."""
+    want = f"a float tensor of shape (B, {channels if channels is not None else 'C'}, H, W)"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: expected {want}, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{owner}: expected {want}, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{owner}: expected {want}, got dtype {x.dtype}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{owner}: expected {channels} channels (input of shape (B, {channels}, H, W)), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{owner}: expected non-empty H and W, got shape {tuple(x.shape)}")

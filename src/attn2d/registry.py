@@ -1,0 +1,200 @@
+"""The registry: every mechanism by name, and spec strings such as ``"cbam(reduction=8)"``.
+
+Spec strings are parsed with :mod:`ast` and accept literal keyword values only; nothing
+in them is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .modules import channel, hybrid, position, spatial
+
+__all__ = ["Mechanism", "available", "create", "get", "is_mechanism", "parse_spec"]
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """One registry row: what a name builds and where it usually goes."""
+
+    name: str
+    cls: type[nn.Module]
+    family: str  # channel | spatial | hybrid | global
+    placement: str  # block | stage: the default place in a backbone
+    paper: str
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def factory(self) -> Callable[..., nn.Module]:
+        return functools.partial(self.cls, **self.defaults) if self.defaults else self.cls
+
+
+_TABLE: dict[str, Mechanism] = {
+    m.name: m
+    for m in (
+        # name, class, family, placement, paper, one line
+        Mechanism("se", channel.SqueezeExcite, "channel", "block",
+                  "Hu et al., CVPR 2018 (arXiv:1709.01507)",
+                  "squeeze-and-excitation: pooled MLP gate per channel"),
+        Mechanism("eca", channel.EfficientChannelAttention, "channel", "block",
+                  "Wang et al., CVPR 2020 (arXiv:1910.03151)",
+                  "efficient channel attention: 1-D conv across pooled channels"),
+        Mechanism("cbam", hybrid.CBAM, "hybrid", "block",
+                  "Woo et al., ECCV 2018 (arXiv:1807.06521)",
+                  "channel gate then spatial gate"),
+        Mechanism("cbam-parallel", hybrid.ParallelCBAM, "hybrid", "block",
+                  "Woo et al., ECCV 2018 (parallel arrangement, §4.1)",
+                  "channel and spatial gates from the same input, averaged"),
+        Mechanism("cbam-lite", hybrid.LiteCBAM, "hybrid", "block",
+                  "Woo et al., ECCV 2018, factorised spatial conv",
+                  "CBAM with a 1×k then k×1 spatial conv"),
+        Mechanism("cbam-dynamic", hybrid.DynamicCBAM, "hybrid", "block",
+                  "Woo et al., ECCV 2018, learned kernel and reduction",
+                  "CBAM mixing kernels 3/5/7 and reductions 8/16/32 by learned softmax"),
+        Mechanism("bam", hybrid.BAM, "hybrid", "stage",
+                  "Park et al., BMVC 2018 (arXiv:1807.06514)",
+                  "bottleneck attention: (1 + σ(Mc + Ms))·x between stages"),
+        Mechanism("nonlocal", position.NonLocal2d, "global", "stage",
+                  "Wang et al., CVPR 2018 (arXiv:1711.07971)",
+                  "non-local block: every position attends to every position"),
+        Mechanism("gc", position.GlobalContext, "global", "block",
+                  "Cao et al., ICCVW 2019 (arXiv:1904.11492)",
+                  "global context: one attention-pooled context added to every position"),
+        Mechanism("pam", position.PositionAttention, "global", "stage",
+                  "Fu et al., CVPR 2019 (arXiv:1809.02983)",
+                  "DANet position attention over all positions"),
+        Mechanism("cam", position.ChannelSelfAttention, "global", "stage",
+                  "Fu et al., CVPR 2019 (arXiv:1809.02983)",
+                  "DANet channel self-attention (C×C affinity)"),
+        Mechanism("danet", position.DualAttention, "global", "stage",
+                  "Fu et al., CVPR 2019 (arXiv:1809.02983)",
+                  "DANet dual attention: position + channel branches summed"),
+        Mechanism("criss-cross", position.CrissCrossAttention, "global", "stage",
+                  "Huang et al., ICCV 2019 (arXiv:1811.11721)",
+                  "criss-cross: each pixel attends to its row and column"),
+        Mechanism("rcca", position.CrissCrossAttention, "global", "stage",
+                  "Huang et al., ICCV 2019 (arXiv:1811.11721)",
+                  "recurrent criss-cross (2 passes, shared weights): full-image context",
+                  defaults={"recurrence": 2}),
+        Mechanism("coord", hybrid.CoordAttention, "hybrid", "block",
+                  "Hou et al., CVPR 2021 (arXiv:2103.02907)",
+                  "coordinate attention: gates along H and along W"),
+        Mechanism("triplet", spatial.TripletAttention, "spatial", "block",
+                  "Misra et al., WACV 2021 (arXiv:2010.03045)",
+                  "three rotated spatial gates (C–H, C–W, H–W), averaged"),
+        Mechanism("simam", spatial.SimAM, "spatial", "block",
+                  "Yang et al., ICML 2021",
+                  "parameter-free energy-based 3-D weights"),
+    )
+}  # fmt: skip
+
+_SPEC = re.compile(r"^\s*(?P<name>[A-Za-z][\w-]*)\s*(?:\((?P<args>.*)\))?\s*$", re.DOTALL)
+
+
+def _unknown(kind: str, given: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(given, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"attn2d: unknown {kind} {given!r}{hint}; valid: {', '.join(valid)}"
+
+
+def _lookup(name: str) -> Mechanism:
+    key = name.strip().lower()
+    if key not in _TABLE:
+        raise ValueError(_unknown("mechanism", name, list(_TABLE)))
+    return _TABLE[key]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name(key=literal, ...)"`` into the name and its keyword arguments.
+
+    Values must be Python literals (numbers, strings, booleans, None, tuples, lists).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"attn2d: expected a spec string such as 'cbam(reduction=8)', got "
+                        f"{type(spec).__name__}")
+    match = _SPEC.match(spec)
+    if match is None:
+        raise ValueError(f"attn2d: malformed spec {spec!r}; expected 'name' or "
+                         "'name(key=value, ...)', e.g. 'cbam(reduction=8, spatial_kernel=3)'")
+    name, args = match["name"], match["args"]
+    if args is None or not args.strip():
+        return name, {}
+    try:
+        call = ast.parse(f"_({args})", mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"attn2d: malformed arguments in spec {spec!r}: {err.msg}") from None
+    assert isinstance(call, ast.Call)
+    if call.args:
+        raise ValueError(f"attn2d: spec {spec!r} has positional arguments; expected "
+                         "keywords only, e.g. 'se(reduction=8)'")
+    kwargs: dict[str, Any] = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise ValueError(f"attn2d: spec {spec!r}: '**' is not allowed")
+        try:
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            raise ValueError(f"attn2d: spec {spec!r}: the value of {kw.arg!r} must be a "
+                             f"literal, got {ast.unparse(kw.value)!r}") from None
+    return name, kwargs
+
+
+def _keyword_names(mechanism: Mechanism) -> list[str]:
+    params = list(inspect.signature(mechanism.cls).parameters.values())[1:]  # after channels
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def get(name: str) -> Callable[..., nn.Module]:
+    """The class (or partial) behind a name, usable as a layer factory: ``get("se")(64)``."""
+    if not isinstance(name, str):
+        raise TypeError(f"attn2d.get: expected a mechanism name, got {type(name).__name__}")
+    spec_name, kwargs = parse_spec(name)
+    mechanism = _lookup(spec_name)
+    _check_keywords(mechanism, kwargs)
+    if kwargs:
+        return functools.partial(mechanism.cls, **{**mechanism.defaults, **kwargs})
+    return mechanism.factory
+
+
+def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
+    valid = _keyword_names(mechanism)
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(_unknown(f"keyword for {mechanism.name!r}:", key, valid))
+
+
+def create(spec: str, channels: int, **overrides: Any) -> nn.Module:
+    """Build a mechanism from a spec string for ``channels`` input channels.
+
+    >>> create("cbam(reduction=8, spatial_kernel=3)", 64)  # doctest: +SKIP
+    """
+    name, kwargs = parse_spec(spec)
+    mechanism = _lookup(name)
+    kwargs.update(overrides)
+    _check_keywords(mechanism, kwargs)
+    return mechanism.cls(channels, **{**mechanism.defaults, **kwargs})
+
+
+def available() -> list[Mechanism]:
+    """Every registered mechanism, in registry order."""
+    return list(_TABLE.values())
+
+
+def lookup(name: str) -> Mechanism:
+    """The registry row for a name or spec string."""
+    return _lookup(parse_spec(name)[0])
+
+
+def is_mechanism(module: nn.Module) -> bool:
+    """True for instances of any registered mechanism class."""
+    return isinstance(module, tuple({m.cls for m in _TABLE.values()}))
