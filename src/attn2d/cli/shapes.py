@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         b, c, h, w = (int(v) for v in args.input.lower().split("x"))
     except ValueError:
-        raise ValueError(f"expected --input as BxCxHxW, e.g. 2x64x16x16, got {args.input!r}")
+        raise ValueError(
+            f"expected --input as BxCxHxW, e.g. 2x64x16x16, got {args.input!r}"
+        ) from None
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w)
     for spec in args.names or [m.name for m in available()]:

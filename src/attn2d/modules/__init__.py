@@ -1,8 +1,8 @@
 """The mechanisms, by family; see :mod:`attn2d.registry` for the names."""
 
 from ._common import AttentionMap
-from .channel import EfficientChannelAttention, SqueezeExcite, eca_kernel_size
-from .hybrid import BAM, CBAM, ChannelGate, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
+from .channel import ChannelGate, EfficientChannelAttention, SqueezeExcite, eca_kernel_size
+from .hybrid import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
 from .position import (
     ChannelSelfAttention,
     CrissCrossAttention,

@@ -33,7 +33,9 @@ class AttentionMap(nn.Identity):
             ``"position"`` (B, N, N) over flattened positions, ``"channel-affinity"``
             (B, C, C), ``"criss-cross"`` (B, H, W, W + H): for each pixel the weights over
             its row then its column (the pixel itself counted in the row, zero in the
-            column), or ``"mixture"`` (K,) for softmax weights over branches.
+            column), ``"elementwise"`` (B, C, H, W) (BAM, SimAM), ``"height"`` (B, C, H, 1) and
+            ``"width"`` (B, C, 1, W) (coordinate and triplet attention), or ``"mixture"`` (K,) for
+            softmax weights over branches.
     """
 
     def __init__(self, kind: str) -> None:

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import AttentionMap, check_positive_int, expect_feature_map, hidden_width
+from ._common import (
+    AttentionMap,
+    check_choice,
+    check_odd_kernel,
+    check_positive_int,
+    expect_feature_map,
+    hidden_width,
+)
 
-__all__ = ["EfficientChannelAttention", "SqueezeExcite", "eca_kernel_size"]
+__all__ = [
+    "POOL_TYPES",
+    "ChannelGate",
+    "EfficientChannelAttention",
+    "SqueezeExcite",
+    "channel_pools",
+    "check_pool_types",
+    "eca_kernel_size",
+    "shared_mlp",
+]
 
 
 class SqueezeExcite(nn.Module):
@@ -39,6 +56,7 @@ class SqueezeExcite(nn.Module):
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     """ECA's adaptive kernel: t = int(|(log2 C + b) / γ|), made odd by rounding up."""
+    check_positive_int(channels, "channels", owner="eca")
     t = int(abs((math.log2(channels) + beta) / gamma))
     return t if t % 2 else t + 1
 
@@ -61,9 +79,7 @@ class EfficientChannelAttention(nn.Module):
         check_positive_int(channels, "channels", owner="eca")
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, beta)
-        check_positive_int(kernel_size, "kernel_size", owner="eca")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"eca: expected an odd kernel_size, got {kernel_size}")
+        check_odd_kernel(kernel_size, owner="eca")
         self.channels = channels
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.weights = AttentionMap("channel")
@@ -73,3 +89,77 @@ class EfficientChannelAttention(nn.Module):
         pooled = x.mean((2, 3))[:, None, :]  # (B, 1, C): channels as a 1-D signal
         gate = torch.sigmoid(self.conv(pooled))[:, 0, :]
         return x * self.weights(gate)[:, :, None, None]
+
+
+# CBAM's descriptors of a channel over all positions; "lp" is the official F.lp_pool2d with
+# p=2 (the L2 norm), "lse" a numerically stable log-sum-exp (a soft maximum).
+_POOLS: dict[str, Callable[[Tensor], Tensor]] = {
+    "avg": lambda x: x.mean((2, 3)),
+    "max": lambda x: x.amax((2, 3)),
+    "lp": lambda x: torch.linalg.vector_norm(x, 2, dim=(2, 3)),
+    "lse": lambda x: torch.logsumexp(x, dim=(2, 3)),
+}
+POOL_TYPES: tuple[str, ...] = tuple(_POOLS)
+
+
+def check_pool_types(pool_types: str | Sequence[str], owner: str) -> tuple[str, ...]:
+    """A non-empty tuple of distinct names from :data:`POOL_TYPES` (a lone string is one)."""
+    names = (pool_types,) if isinstance(pool_types, str) else pool_types
+    if not isinstance(names, Sequence) or len(names) == 0:
+        raise ValueError(
+            f"{owner}: expected pool_types to be a non-empty tuple drawn from "
+            f"{POOL_TYPES}, got {pool_types!r}"
+        )
+    for name in names:
+        check_choice(name, POOL_TYPES, "each pool type", owner)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{owner}: expected distinct pool_types, got {tuple(names)!r}")
+    return tuple(names)
+
+
+def channel_pools(x: Tensor, pool_types: Sequence[str]) -> Tensor:
+    """The requested global pools of a (B, C, H, W) map, stacked as (P, B, C).
+
+    Stacking lets one call of the shared MLP serve every pool.
+    """
+    return torch.stack([_POOLS[name](x) for name in pool_types])
+
+
+def shared_mlp(channels: int, hidden: int) -> nn.Sequential:
+    """CBAM's bottleneck MLP: Linear(C→hidden) → ReLU → Linear(hidden→C), biases on."""
+    return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+
+
+class ChannelGate(nn.Module):
+    """CBAM channel gate (Woo et al., ECCV 2018, arXiv:1807.06521).
+
+    Each global pool goes through one shared MLP; the raw outputs are summed, then a sigmoid
+    gives one weight per channel.
+
+    Args:
+        channels: input channels C.
+        reduction: hidden width is max(1, C // reduction).
+        pool_types: names from ``("avg", "max", "lp", "lse")``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: float = 16,
+        pool_types: str | Sequence[str] = ("avg", "max"),
+    ) -> None:
+        super().__init__()
+        hidden = hidden_width(channels, reduction, owner="channel-gate")
+        self.channels = channels
+        self.pool_types = check_pool_types(pool_types, owner="channel-gate")
+        self.mlp = shared_mlp(channels, hidden)
+        self.weights = AttentionMap("channel")
+
+    def gate(self, x: Tensor) -> Tensor:
+        """The (B, C) weights for ``x`` (seen by hooks on :attr:`weights`); x is not checked."""
+        logits = self.mlp(channel_pools(x, self.pool_types)).sum(0)
+        return self.weights(torch.sigmoid(logits))
+
+    def forward(self, x: Tensor) -> Tensor:
+        expect_feature_map(x, self.channels, owner="channel-gate")
+        return x * self.gate(x)[:, :, None, None]

@@ -1,0 +1,86 @@
+"""The registry: names, spec strings (parsed, never evaluated) and clear errors."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import attn2d
+from attn2d.registry import is_mechanism
+
+
+def test_create_from_plain_name_and_from_spec_with_keywords():
+    plain = attn2d.create("cbam", 64)
+    tuned = attn2d.create("cbam(reduction=8, spatial_kernel=3)", 64)
+    assert isinstance(plain, attn2d.CBAM) and isinstance(tuned, attn2d.CBAM)
+    assert sum(p.numel() for p in tuned.parameters()) > sum(p.numel() for p in plain.parameters())
+    x = torch.randn(2, 64, 5, 5)
+    assert tuned(x).shape == x.shape
+
+
+def test_spec_values_are_literals_of_any_kind():
+    name, kwargs = attn2d.parse_spec(" cbam( reduction = 4, pool_types=('avg', 'lse'), "
+                                     "no_spatial=True ) ")
+    assert name == "cbam"
+    assert kwargs == {"reduction": 4, "pool_types": ("avg", "lse"), "no_spatial": True}
+
+
+def test_get_returns_a_factory_usable_as_a_layer():
+    assert attn2d.get("se") is attn2d.SqueezeExcite
+    rcca = attn2d.get("rcca")
+    assert isinstance(rcca, functools.partial)
+    assert rcca(16).recurrence == 2
+    assert attn2d.get("se(reduction=4)")(64).fc1.out_features == 16
+
+
+def test_keyword_overrides_a_registry_default():
+    assert attn2d.create("rcca(recurrence=3)", 16).recurrence == 3
+    assert attn2d.create("rcca", 16, recurrence=1).recurrence == 1
+
+
+def test_available_describes_every_mechanism():
+    rows = attn2d.available()
+    assert len(rows) == 17
+    for row in rows:
+        assert row.family in {"channel", "spatial", "hybrid", "global"}
+        assert row.placement in {"block", "stage"}
+        assert row.paper and row.summary
+        assert is_mechanism(attn2d.create(row.name, 16))
+
+
+def test_names_are_case_insensitive():
+    assert isinstance(attn2d.create("SE", 16), attn2d.SqueezeExcite)
+
+
+BAD_SPECS = [
+    # (call, exception, every fragment the message must contain)
+    (lambda: attn2d.create("cbma", 64), ValueError,
+     ["unknown mechanism 'cbma'", "did you mean 'cbam'", "se, eca, cbam"]),
+    (lambda: attn2d.create("se(redution=8)", 64), ValueError,
+     ["unknown keyword", "'redution'", "did you mean 'reduction'", "valid: reduction"]),
+    (lambda: attn2d.create("se(reduction=8", 64), ValueError, ["malformed spec"]),
+    (lambda: attn2d.create("se(8)", 64), ValueError, ["positional", "keywords only"]),
+    (lambda: attn2d.create("se(reduction=__import__('os').getpid())", 64), ValueError,
+     ["must be a literal"]),
+    (lambda: attn2d.create("se(**{'reduction': 2})", 64), ValueError, ["'**' is not allowed"]),
+    (lambda: attn2d.create("", 64), ValueError, ["malformed spec"]),
+    (lambda: attn2d.create(None, 64), TypeError, ["expected a spec string"]),
+    (lambda: attn2d.get(7), TypeError, ["expected a mechanism name"]),
+]
+
+
+@pytest.mark.parametrize("call, error, fragments", BAD_SPECS)
+def test_bad_spec_gives_a_clear_error(call, error, fragments):
+    with pytest.raises(error) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_spec_is_never_evaluated(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(ValueError):
+        attn2d.create(f"se(reduction=open({str(marker)!r}, 'w'))", 64)
+    assert not marker.exists()
