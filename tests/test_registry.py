@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
@@ -28,11 +26,17 @@ def test_spec_values_are_literals_of_any_kind():
 
 
 def test_get_returns_a_factory_usable_as_a_layer():
-    assert attn2d.get("se") is attn2d.SqueezeExcite
-    rcca = attn2d.get("rcca")
-    assert isinstance(rcca, functools.partial)
-    assert rcca(16).recurrence == 2
+    se = attn2d.get("se")
+    assert se.cls is attn2d.SqueezeExcite
+    assert isinstance(se(64), attn2d.SqueezeExcite)
+    assert attn2d.get("rcca")(16).recurrence == 2
     assert attn2d.get("se(reduction=4)")(64).fc1.out_features == 16
+    assert attn2d.get("se")(64, reduction=8).fc1.out_features == 8
+
+
+def test_factory_takes_device_and_dtype_like_torch_layers():
+    module = attn2d.get("cbam")(32, device="cpu", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in module.parameters())
 
 
 def test_keyword_overrides_a_registry_default():

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import ast
 import difflib
-import functools
 import inspect
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +17,7 @@ from torch import nn
 
 from .modules import channel, hybrid, position, spatial
 
-__all__ = ["Mechanism", "available", "create", "get", "is_mechanism", "parse_spec"]
+__all__ = ["LayerFactory", "Mechanism", "available", "create", "get", "is_mechanism", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +31,6 @@ class Mechanism:
     paper: str
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def factory(self) -> Callable[..., nn.Module]:
-        return functools.partial(self.cls, **self.defaults) if self.defaults else self.cls
 
 
 _TABLE: dict[str, Mechanism] = {
@@ -154,16 +148,38 @@ def _keyword_names(mechanism: Mechanism) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def get(name: str) -> Callable[..., nn.Module]:
-    """The class (or partial) behind a name, usable as a layer factory: ``get("se")(64)``."""
+class LayerFactory:
+    """A mechanism with some keywords bound, called like its class: ``factory(channels)``.
+
+    Also takes the ``device``/``dtype`` keywords that layer factories receive (timm passes
+    them to ``attn_layer``), so ``attn2d.get("cbam")`` plugs into other libraries' blocks.
+    """
+
+    def __init__(self, mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
+        self.cls = mechanism.cls
+        self.name = mechanism.name
+        self.kwargs = {**mechanism.defaults, **kwargs}
+
+    def __call__(self, channels: int, *, device: Any = None, dtype: Any = None,
+                 **kwargs: Any) -> nn.Module:
+        module = self.cls(channels, **{**self.kwargs, **kwargs})
+        if device is not None or dtype is not None:
+            module.to(device=device, dtype=dtype)
+        return module
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"LayerFactory({self.cls.__name__}{', ' if args else ''}{args})"
+
+
+def get(name: str) -> LayerFactory:
+    """A layer factory for a name or spec: ``get("se")(64)``, ``get("cbam(reduction=8)")``."""
     if not isinstance(name, str):
         raise TypeError(f"attn2d.get: expected a mechanism name, got {type(name).__name__}")
     spec_name, kwargs = parse_spec(name)
     mechanism = _lookup(spec_name)
     _check_keywords(mechanism, kwargs)
-    if kwargs:
-        return functools.partial(mechanism.cls, **{**mechanism.defaults, **kwargs})
-    return mechanism.factory
+    return LayerFactory(mechanism, kwargs)
 
 
 def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,62 @@
+"""``attn2d profile``: the per-module cost table of a model or a mechanism."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..profiler import parse_shape, profile
+
+HELP = "per-module table: shapes, parameters, MACs, elementwise ops, memory, time share"
+
+FORMATS = ("text", "markdown", "csv", "json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="a model name (resnet18, resnet34, resnet50, small_cnn) "
+                        "or a mechanism spec such as 'cbam(reduction=8)'")
+    parser.add_argument("--input", default="3x32x32",
+                        help="input shape CxHxW (batch of one) or BxCxHxW (default: 3x32x32)")
+    parser.add_argument("--attention", default=None,
+                        help="with a model name: the mechanism spec to place in it")
+    parser.add_argument("--placement", choices=("block", "stage"), default=None,
+                        help="with --attention: where it goes (default: its registry default)")
+    parser.add_argument("--stages", default=None,
+                        help="with --attention: comma-separated stage numbers, e.g. 1,2,3")
+    parser.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="fold modules deeper than N into their ancestor (default: all)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timed forward passes for the time column; 0 skips timing")
+    parser.add_argument("--train", action="store_true",
+                        help="profile in training mode (BatchNorm computes statistics)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="output format (default: text, or from the --output "
+                        "suffix: .md, .csv, .json)")
+    parser.add_argument("--output", default=None, help="write to this file (atomically)")
+
+
+def model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The model keywords the flags ask for; none for a mechanism spec."""
+    options: dict[str, object] = {}
+    if args.attention is not None:
+        options["attention"] = args.attention
+    if args.placement is not None:
+        options["placement"] = args.placement
+    if args.stages is not None:
+        options["stages"] = tuple(int(s) for s in args.stages.split(",") if s.strip())
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import list_models
+
+    options = model_options(args)
+    if args.target.strip().lower().replace("-", "_") in list_models():
+        options["num_classes"] = args.num_classes
+    report = profile(args.target, parse_shape(args.input), depth=args.depth,
+                     timing_runs=args.runs, train=args.train, **options)
+    if args.output:
+        report.save(args.output, args.format)
+    else:
+        print(report.render(args.format or "text"), end="")
+    return 0

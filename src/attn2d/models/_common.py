@@ -1,0 +1,148 @@
+"""What every backbone and :func:`attn2d.inject` share: turning ``attention=`` into a factory,
+checking ``placement=`` and ``stages=``, and the standard weight initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+from ..modules._common import check_choice
+from ..registry import get, lookup
+
+__all__ = [
+    "PLACEMENTS",
+    "AttentionFactory",
+    "Backbone",
+    "check_stages",
+    "init_backbone",
+    "make_attention",
+    "resolve_attention",
+]
+
+AttentionFactory = Callable[[int], nn.Module]
+PLACEMENTS = ("block", "stage")
+
+
+def resolve_attention(
+    attention: str | AttentionFactory | None, placement: str | None, owner: str
+) -> tuple[AttentionFactory | None, str | None]:
+    """Turn ``attention=`` into ``factory(channels) -> module`` and settle the placement.
+
+    ``attention`` is a registry spec string (``"cbam(reduction=8)"``), a class or
+    ``functools.partial`` called as ``factory(channels)``, or ``None`` / ``"none"``.
+    ``placement=None`` means the registry default for a spec and ``"block"`` for a factory.
+    """
+    if placement is not None:
+        check_choice(placement, PLACEMENTS, "placement", owner)
+    if attention is None or (isinstance(attention, str) and attention.strip().lower() == "none"):
+        return None, placement
+    if isinstance(attention, str):
+        factory = get(attention)  # validates the name and keywords before any layer is built
+        return factory, placement or lookup(attention).placement
+    if isinstance(attention, nn.Module):
+        raise TypeError(
+            f"{owner}: expected attention as a spec string, a class or a factory (each place "
+            f"needs its own module), got an instance of {type(attention).__name__}"
+        )
+    if not callable(attention):
+        raise TypeError(
+            f"{owner}: expected attention as a spec string, a class, a factory or None, "
+            f"got {type(attention).__name__}"
+        )
+    return attention, placement or "block"
+
+
+def make_attention(factory: AttentionFactory, channels: int, where: str, owner: str) -> nn.Module:
+    """Call ``factory(channels)`` and check that it built a module."""
+    module = factory(channels)
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{owner}: expected the attention factory to return an nn.Module for {where} "
+            f"({channels} channels), got {type(module).__name__}"
+        )
+    return module
+
+
+def check_stages(
+    stages: Sequence[int] | None, count: int, default: Sequence[int], owner: str
+) -> tuple[int, ...]:
+    """Validate 1-based stage numbers (``None`` gives ``default``); sorted, without repeats."""
+    if stages is None:
+        return tuple(default)
+    if isinstance(stages, int) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in stages
+    ):
+        raise TypeError(f"{owner}: expected stages as a sequence of ints, got {stages!r}")
+    bad = [s for s in stages if not 1 <= s <= count]
+    if bad or len(set(stages)) != len(stages) or not stages:
+        raise ValueError(
+            f"{owner}: expected distinct stage numbers in 1..{count}, got {tuple(stages)!r}"
+        )
+    return tuple(sorted(stages))
+
+
+def init_backbone(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out, ReLU) convolutions, BatchNorm γ=1 β=0.
+
+    Called before any attention is attached, so a mechanism's own initialisation (the
+    zero BatchNorm of non-local, the zero conv of GC, the zero γ of DANet) is kept.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Backbone(nn.Module):
+    """Base of the attn2d backbones: named stages, each a list of blocks with an ``attn`` slot.
+
+    Attention inside a block replaces the block's ``attn`` placeholder (an ``nn.Identity``);
+    attention after a stage lives in the ``attn`` ModuleDict under the stage's name, so
+    ``model.layer2[1].attn`` and ``model.attn["layer1"]`` are where users find it.
+    Subclasses set :attr:`stage_names`; a stage is an ``nn.Sequential`` of blocks or a
+    single block, and every block has ``attn`` and ``out_channels``.
+    """
+
+    stage_names: tuple[str, ...] = ()
+
+    def stage_blocks(self, name: str) -> list[nn.Module]:
+        """The blocks of the stage called ``name``, in order."""
+        stage = getattr(self, name)
+        return list(stage) if isinstance(stage, nn.Sequential) else [stage]
+
+    def _attach(
+        self,
+        attention: str | AttentionFactory | None,
+        placement: str | None,
+        stages: Sequence[int] | None,
+        owner: str,
+    ) -> None:
+        factory, placement = resolve_attention(attention, placement, owner)
+        self.attn = nn.ModuleDict()
+        self.placement = placement if factory is not None else None
+        if factory is None:
+            return
+        # Block attention goes in every stage unless told otherwise; stage attention
+        # after stages 1-3, as in the non-local / DANet / CCNet tutorials.
+        count = len(self.stage_names)
+        default = range(1, count + 1) if placement == "block" else range(1, min(count, 3) + 1)
+        for s in check_stages(stages, count, tuple(default), owner):
+            name = self.stage_names[s - 1]
+            blocks = self.stage_blocks(name)
+            if placement == "block":
+                for i, block in enumerate(blocks):
+                    block.attn = make_attention(factory, block.out_channels, f"{name}.{i}", owner)
+            else:
+                self.attn[name] = make_attention(factory, blocks[-1].out_channels, name, owner)
+
+    def forward_stages(self, x: Tensor) -> Tensor:
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            if name in self.attn:
+                x = self.attn[name](x)
+        return x

@@ -1,0 +1,754 @@
+"""Per-module cost of a mechanism or a model: shapes, parameters, MACs, elementwise work,
+memory and measured time.
+
+Counting runs one forward pass under a :class:`~torch.utils._python_dispatch.TorchDispatchMode`
+that sees every ATen operator, and attributes each operator to the innermost module running
+it (forward hooks on every module). Conventions:
+
+- **MACs**: multiply-accumulates of convolutions, matrix products and attention, from the
+  formulas of :mod:`torch.utils.flop_counter` (FLOPs / 2, the papers' "FLOPs"), plus
+  :data:`FLOP_FORMULAS` for the CPU attention kernel that PyTorch does not count. Biases
+  are not MACs (they are elementwise).
+- **Elementwise**: one op per output element of pointwise ops (add, multiply, sigmoid,
+  ReLU, bias adds, ...); one per input element of reductions (mean, sum, max; 3 for
+  var/std); one per window element of pooling; softmax 5 per element (max, subtract, exp,
+  sum, divide); normalisation 2 per element (scale, shift) plus 2 when it computes
+  statistics (training BatchNorm, LayerNorm, GroupNorm); fused attention 6 per score (the
+  scale and the softmax, as on the explicit path).
+- **Activation**: bytes of the distinct tensors the modules return (a tensor that a child
+  returns and its parent passes on counts once, at the child).
+- **Read / written**: bytes each operator reads and writes, without fusion (views are free;
+  a broadcast input is read once).
+- **Time**: share of the measured forward time spent in the row's own code.
+
+Each operator and parameter is counted in exactly one row: the deepest shown module that
+ran or owns it, so the total row is the sum of the rows. Modules are hooked one by one and
+:class:`~attn2d.modules.AttentionMap` never is, so profiling does not switch a mechanism to
+its explicit, listening path (``FlopCounterMode`` installs global hooks, which do).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import shape_wrapper as _shape_wrapper
+
+from .modules._common import AttentionMap
+
+__all__ = [
+    "FLOP_FORMULAS",
+    "ProfileReport",
+    "ProfileRow",
+    "Table",
+    "cost_table",
+    "count_macs",
+    "parse_shape",
+    "profile",
+]
+
+aten = torch.ops.aten
+
+
+Shape = Sequence[int]
+
+
+def _sdpa_cpu_flop(
+    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
+) -> int:
+    """The fused CPU kernel does the same two products as the GPU kernels PyTorch counts."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_cpu_backward_flop(
+    grad_out_shape: Shape, query_shape: Shape, key_shape: Shape, value_shape: Shape,
+    *args: Any, **kwargs: Any,
+) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+#: FLOP formulas (shape functions, PyTorch's convention) for attention kernels that
+#: ``torch.utils.flop_counter`` leaves at zero; usable as
+#: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``.
+FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flop,
+    aten._scaled_dot_product_fused_attention_overrideable: _sdpa_cpu_flop,
+}
+
+_MAC_FORMULAS = {**flop_registry, **{k: _shape_wrapper(v) for k, v in FLOP_FORMULAS.items()}}
+_ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu,
+              aten._scaled_dot_product_fused_attention_overrideable,
+              aten._scaled_dot_product_flash_attention,
+              aten._scaled_dot_product_efficient_attention,
+              aten._scaled_dot_product_cudnn_attention}
+_BIASED = {aten.convolution: 2, aten._convolution: 2, aten.addmm: 0, aten.baddbmm: 0}
+# Ops that only move or create data: memory traffic, no arithmetic.
+_MOVES = frozenset({
+    "clone", "copy", "copy_", "_to_copy", "cat", "stack", "constant_pad_nd", "lift_fresh",
+    "lift_fresh_copy", "detach", "alias", "_unsafe_view", "_reshape_alias", "empty", "empty_like",
+    "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "new_zeros", "ones",
+    "ones_like", "new_ones", "full", "full_like", "new_full", "fill", "fill_", "zero_",
+    "scalar_tensor", "arange", "repeat", "index", "index_select", "gather", "slice_scatter",
+    "select_scatter", "as_strided_scatter", "_local_scalar_dense", "flip", "roll", "contiguous",
+    "resize_", "set_", "randn", "rand", "normal_", "uniform_", "bernoulli_"
+})
+_SOFTMAX = frozenset({"_softmax", "_log_softmax", "_safe_softmax"})
+_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit",
+                    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
+                    "_batch_norm_with_update", "_batch_norm_no_update", "native_layer_norm",
+                    "native_group_norm"})
+_WINDOW_POOLS = frozenset({"max_pool2d_with_indices", "max_pool2d", "avg_pool2d",
+                           "max_pool1d", "avg_pool1d", "max_pool3d_with_indices", "avg_pool3d"})
+_ADAPTIVE_POOLS = frozenset({"_adaptive_avg_pool2d", "adaptive_max_pool2d",
+                             "_adaptive_avg_pool3d", "adaptive_max_pool3d"})
+_EXTRA_POINTWISE = frozenset({"hardswish", "hardsigmoid", "hardtanh", "mish", "elu", "softplus",
+                              "leaky_relu", "threshold", "relu6", "celu", "selu"})
+_HEAVY_REDUCTIONS = frozenset({"var", "std", "var_mean", "std_mean", "logsumexp"})
+
+
+def _tensors(tree: object) -> list[Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor)]
+
+
+def _numel(t: object) -> int:
+    return t.numel() if isinstance(t, Tensor) else 0
+
+
+def _read_bytes(t: Tensor) -> int:
+    """Bytes actually read: a broadcast (stride-0) dimension is read once."""
+    n = math.prod(s for s, st in zip(t.shape, t.stride(), strict=True) if st != 0) if t.dim() else 1
+    return n * t.element_size()
+
+
+def _arg(func: Any, args: tuple, kwargs: dict, name: str, default: object = None) -> object:
+    for i, a in enumerate(func._schema.arguments):
+        if a.name == name:
+            return args[i] if i < len(args) else kwargs.get(name, default)
+    return default
+
+
+def _elementwise(func: Any, name: str, args: tuple, kwargs: dict, out: object) -> int | None:
+    """Elementwise ops of one ATen call under the conventions above; None if unknown."""
+    first = next(iter(_tensors(args)), None)
+    result = next(iter(_tensors(out)), None)
+    packet = func._overloadpacket
+    if packet in _BIASED:
+        bias = args[_BIASED[packet]] if len(args) > _BIASED[packet] else None
+        return _numel(result) if isinstance(bias, Tensor) else 0
+    if func._overloadpacket in _ATTENTION:
+        q, k = args[0], args[1]
+        return 6 * math.prod(q.shape[:-1]) * k.shape[-2]
+    base = name.rstrip("_")
+    if name in _MOVES or base in _MOVES:
+        return 0
+    if torch.Tag.pointwise in func.tags or base in _EXTRA_POINTWISE:
+        return _numel(result)
+    if torch.Tag.reduction in func.tags:
+        return _numel(first) * (3 if base in _HEAVY_REDUCTIONS else 1)
+    if base in _SOFTMAX:
+        return 5 * _numel(first)
+    if base in _NORMS:
+        stats = base in ("native_layer_norm", "native_group_norm") or bool(
+            _arg(func, args, kwargs, "training", "no_training" not in base
+                 and "no_update" not in base))
+        return (4 if stats else 2) * _numel(first)
+    if base in _WINDOW_POOLS:
+        kernel = _arg(func, args, kwargs, "kernel_size")
+        window = math.prod(kernel) if isinstance(kernel, (list, tuple)) else int(kernel)
+        return _numel(result) * window
+    if base in _ADAPTIVE_POOLS:
+        return _numel(first)
+    return None
+
+
+@dataclass
+class _Stats:
+    """What one module did itself (children excluded), summed over its calls."""
+
+    macs: int = 0
+    elementwise: int = 0
+    activation: int = 0
+    read: int = 0
+    written: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+    order: float = math.inf
+    inputs: str = "-"
+    outputs: str = "-"
+
+
+def _shapes(tree: object) -> str:
+    found = _tensors(tree)
+    return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in found) if found else "-"
+
+
+class _Counter(TorchDispatchMode):
+    """Adds every ATen call's cost to the module on top of ``stack``."""
+
+    def __init__(self, stats: dict[str, _Stats], stack: list[str],
+                 uncounted: dict[str, int]) -> None:
+        super().__init__()
+        self.stats, self.stack, self.uncounted = stats, stack, uncounted
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func.is_view or torch.Tag.inplace_view in func.tags:
+            return out
+        s = self.stats[self.stack[-1]]
+        name = func._overloadpacket.__name__
+        formula = _MAC_FORMULAS.get(func._overloadpacket)
+        if formula is not None:
+            s.macs += formula(*args, **kwargs, out_val=out) // 2
+        ew = _elementwise(func, name, args, kwargs, out)
+        if ew is None and formula is None and _tensors(out):
+            self.uncounted[name] = self.uncounted.get(name, 0) + 1
+        s.elementwise += ew or 0
+        s.read += sum(_read_bytes(t) for t in _tensors((args, kwargs)))
+        s.written += sum(t.numel() * t.element_size() for t in _tensors(out))
+        return out
+
+
+def _hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    # An AttentionMap that is hooked starts "listening" and its owner takes the explicit
+    # path, so maps are never hooked; they are identities and cost nothing.
+    return [(p, m) for p, m in model.named_modules() if not isinstance(m, AttentionMap)]
+
+
+def _run_counted(
+    model: nn.Module, x: Tensor, timing_runs: int
+) -> tuple[dict[str, _Stats], dict[str, int], float]:
+    """One counted forward pass, then ``timing_runs`` timed ones; self stats per path."""
+    stats: dict[str, _Stats] = defaultdict(_Stats)
+    stack: list[str] = []
+    times: list[list] = []  # [path, start, children's time]
+    seen: set[int] = {x.untyped_storage().data_ptr()}
+    keep: list[Tensor] = [x]  # holds outputs alive so no storage address is reused
+    timing = False
+    clock = [0]
+
+    HookFn = Callable[..., None]
+
+    def pre(path: str) -> HookFn:
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            s = stats[path]
+            if timing:
+                times.append([path, time.perf_counter(), 0.0])
+                return
+            stack.append(path)
+            s.calls += 1
+            if s.calls == 1:
+                s.order, s.inputs = clock[0], _shapes(inputs)
+                clock[0] += 1
+        return hook
+
+    def post(path: str) -> HookFn:
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if timing:
+                _, start, inner = times.pop()
+                spent = time.perf_counter() - start
+                stats[path].seconds += spent - inner
+                if times:
+                    times[-1][2] += spent
+                return
+            stack.pop()
+            s = stats[path]
+            if s.calls == 1 and s.outputs == "-":
+                s.outputs = _shapes(output)
+            for t in _tensors(output):
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in seen:
+                    seen.add(ptr)
+                    keep.append(t)
+                    s.activation += t.numel() * t.element_size()
+        return hook
+
+    handles = []
+    for path, module in _hooked_modules(model):
+        handles.append(module.register_forward_pre_hook(pre(path)))
+        handles.append(module.register_forward_hook(post(path), always_call=True))
+    uncounted: dict[str, int] = {}
+    forward_s = math.nan
+    try:
+        with torch.no_grad():
+            stack.append("")  # ops outside any module's own code: the root row
+            with _Counter(stats, stack, uncounted):
+                model(x)
+            keep.clear()
+            if timing_runs > 0:
+                timing = True
+                model(x)  # warm-up
+                for s in stats.values():
+                    s.seconds = 0.0
+                start = time.perf_counter()
+                for _ in range(timing_runs):
+                    model(x)
+                forward_s = (time.perf_counter() - start) / timing_runs
+    finally:
+        for h in handles:
+            h.remove()
+    return stats, uncounted, forward_s
+
+
+@dataclass
+class ProfileRow:
+    """One row: a module's own work, plus that of its descendants below the shown depth."""
+
+    path: str
+    module: str
+    depth: int
+    calls: int
+    input_shape: str
+    output_shape: str
+    params: int
+    macs: int
+    elementwise: int
+    activation_bytes: int
+    bytes_read: int
+    bytes_written: int
+    time_share: float
+
+
+_SUMMED = ("params", "macs", "elementwise", "activation_bytes", "bytes_read", "bytes_written",
+           "time_share")
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:g}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:g} B"
+
+
+def _share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+@dataclass
+class Table:
+    """Rows of raw values with display formatters; rendered as text, Markdown, CSV or JSON.
+
+    Args:
+        columns: (key, header) pairs in display order.
+        rows: one dict of raw values per row.
+        display: formatter per key for text and Markdown (CSV and JSON keep raw values).
+        align_left: keys aligned left in text (the rest align right).
+        notes: lines printed under the text and Markdown tables.
+        meta: extra fields for the JSON output.
+    """
+
+    columns: list[tuple[str, str]]
+    rows: list[dict[str, Any]]
+    display: dict[str, Callable[[Any], str]] = field(default_factory=dict)
+    align_left: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _cells(self) -> list[list[str]]:
+        return [[self.display.get(k, str)(r[k]) for k, _ in self.columns] for r in self.rows]
+
+    def to_text(self) -> str:
+        header = [h for _, h in self.columns]
+        cells = self._cells()
+        widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+        left = [k in self.align_left for k, _ in self.columns]
+
+        def line(cs: list[str]) -> str:
+            return "  ".join(c.ljust(w) if lf else c.rjust(w)
+                             for c, w, lf in zip(cs, widths, left, strict=True)).rstrip()
+
+        out = [line(header), "  ".join("-" * w for w in widths)]
+        out += [line(c) for c in cells]
+        return "\n".join(out + self.notes) + "\n"
+
+    def to_markdown(self) -> str:
+        def esc(c: str) -> str:
+            return c.strip().replace("|", "\\|") or " "
+
+        header = [h for _, h in self.columns]
+        align = [":---" if k in self.align_left else "---:" for k, _ in self.columns]
+        out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+        out += ["| " + " | ".join(esc(c) for c in cs) + " |" for cs in self._cells()]
+        notes = [f"\n{n.strip()}" for n in self.notes if n.strip()]
+        return "\n".join(out) + "\n" + "\n".join(notes) + ("\n" if notes else "")
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[k for k, _ in self.columns],
+                                extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v
+                          for k, v in r.items()} for r in self.rows)
+        return buf.getvalue()
+
+    def to_json(self) -> str:
+        def clean(v: Any) -> Any:
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        rows = [{k: clean(v) for k, v in r.items()} for r in self.rows]
+        return json.dumps({**self.meta, "rows": rows}, indent=2) + "\n"
+
+    def render(self, fmt: str = "text") -> str:
+        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
+                     "json": self.to_json}
+        if fmt not in renderers:
+            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
+        return renderers[fmt]()
+
+    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
+        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
+        _save(self.render, path, fmt)
+
+
+def _save(render: Callable[[str], str], path: str | os.PathLike, fmt: str | None) -> None:
+    if fmt is None:
+        suffix = os.fspath(path).rsplit(".", 1)[-1].lower()
+        fmt = {"md": "markdown", "csv": "csv", "json": "json"}.get(suffix, "text")
+    text = render(fmt)  # before touching the disk: a bad format leaves no file behind
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_CONVENTIONS = (
+    "MACs: conv/linear/matmul/attention multiply-accumulates (= FLOPs / 2, the papers' "
+    "'FLOPs'). elementwise: pointwise ops and bias adds 1/output element, reductions "
+    "1/input element, pooling 1/window element, softmax 5/element, normalisation 2/element "
+    "(+2 computing statistics). activation: bytes of distinct module outputs. read/written: "
+    "bytes moved by each op, unfused. time: share of the measured forward pass."
+)
+
+
+@dataclass
+class ProfileReport:
+    """The per-module table of :func:`profile`: ``rows`` and their sum ``total``."""
+
+    rows: list[ProfileRow]
+    total: ProfileRow
+    input_shape: tuple[int, ...]
+    forward_ms: float
+    uncounted_ops: dict[str, int]
+
+    def table(self) -> Table:
+        columns = [("path", "module path"), ("module", "type"), ("input_shape", "input"),
+                   ("output_shape", "output"), ("params", "params"), ("macs", "MACs"),
+                   ("elementwise", "elementwise"), ("activation_bytes", "activation"),
+                   ("bytes_read", "read"), ("bytes_written", "written"),
+                   ("time_share", "time")]
+        rows = [asdict(r) for r in [*self.rows, self.total]]
+        notes = [f"forward: {self.forward_ms:.2f} ms (input {'x'.join(map(str, self.input_shape))})"
+                 if not math.isnan(self.forward_ms) else "", _CONVENTIONS]
+        if self.uncounted_ops:
+            listed = ", ".join(f"{k} ×{v}" for k, v in sorted(self.uncounted_ops.items()))
+            notes.append(f"ops without a cost formula (counted as memory only): {listed}")
+        display = {"params": _count, "macs": _count, "elementwise": _count,
+                   "activation_bytes": _bytes, "bytes_read": _bytes, "bytes_written": _bytes,
+                   "time_share": _share}
+        meta = {"input_shape": list(self.input_shape),
+                "forward_ms": None if math.isnan(self.forward_ms) else self.forward_ms,
+                "total": {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                          for k, v in asdict(self.total).items()},
+                "uncounted_ops": self.uncounted_ops, "conventions": _CONVENTIONS}
+        text_rows = []
+        for r in rows:
+            indent = "  " * max(r["depth"] - 1, 0) if r["path"] not in ("(root)", "total") else ""
+            text_rows.append({**r, "path": indent + r["path"]})
+        return Table(columns, text_rows, display, align_left=("path", "module", "input_shape",
+                                                              "output_shape"),
+                     notes=[n for n in notes if n], meta=meta)
+
+    def to_text(self) -> str:
+        return self.table().to_text()
+
+    def to_markdown(self) -> str:
+        return self.table().to_markdown()
+
+    def to_csv(self) -> str:
+        return self._plain().to_csv()
+
+    def to_json(self) -> str:
+        table = self._plain()
+        table.rows = table.rows[:-1]  # the total has its own key
+        return table.to_json()
+
+    def _plain(self) -> Table:
+        # CSV/JSON keep paths unindented: they are data, not a picture
+        t = self.table()
+        t.rows = [asdict(r) for r in [*self.rows, self.total]]
+        return t
+
+    def render(self, fmt: str = "text") -> str:
+        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
+                     "json": self.to_json}
+        if fmt not in renderers:
+            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
+        return renderers[fmt]()
+
+    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
+        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
+        _save(self.render, path, fmt)
+
+
+def parse_shape(text: str | Sequence[int], owner: str = "profile") -> tuple[int, ...]:
+    """``"3x32x32"`` (or a sequence of ints) as a tuple of positive ints."""
+    if isinstance(text, str):
+        try:
+            shape = tuple(int(v) for v in text.lower().replace("×", "x").split("x"))
+        except ValueError:
+            raise ValueError(f"{owner}: expected a shape such as 3x32x32, got {text!r}") from None
+    else:
+        shape = tuple(text)
+    if not shape or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                            for v in shape):
+        raise ValueError(f"{owner}: expected a shape of positive ints such as 3x32x32, "
+                         f"got {text!r}")
+    return shape
+
+
+def _batch_shape(input_shape: Sequence[int], channels: int | None) -> tuple[int, ...]:
+    shape = parse_shape(input_shape)
+    if len(shape) == 2:
+        if channels is None:
+            raise ValueError(f"profile: expected (C, H, W), (B, C, H, W) or (H, W) with "
+                             f"channels=, got {shape} and no channels")
+        shape = (channels, *shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise ValueError(f"profile: expected input_shape (C, H, W) or (B, C, H, W), got {shape}")
+    if channels is not None and shape[1] != channels:
+        raise ValueError(f"profile: expected the input to have channels={channels}, "
+                         f"got shape {shape}")
+    return shape
+
+
+def _build(
+    target: nn.Module | str, shape: tuple[int, ...], model_kwargs: dict[str, Any]
+) -> nn.Module:
+    if isinstance(target, nn.Module):
+        if model_kwargs:
+            raise ValueError(f"profile: expected no model options ({', '.join(model_kwargs)}) "
+                             "with a ready-built module")
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"profile: expected an nn.Module, a model name or a mechanism spec, "
+                        f"got {type(target).__name__}")
+    from .models import create_model, list_models
+    from .registry import create
+
+    if target.strip().lower().replace("-", "_") in list_models():
+        return create_model(target, in_channels=shape[1], **model_kwargs)
+    if model_kwargs:
+        raise ValueError(f"profile: expected a model name ({', '.join(list_models())}) with "
+                         f"{', '.join(model_kwargs)}, got mechanism spec {target!r}")
+    return create(target, shape[1])
+
+
+def _input_for(model: nn.Module, shape_or_input: Tensor | Sequence[int] | str,
+               channels: int | None = None) -> Tensor:
+    if isinstance(shape_or_input, Tensor):
+        return shape_or_input
+    shape = _batch_shape(shape_or_input, channels)
+    param = next(model.parameters(), None)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator)
+    if param is not None:
+        x = x.to(param.device, param.dtype if param.is_floating_point() else None)
+    return x
+
+
+def _with_mode(model: nn.Module, train: bool, fn: Callable[[], Any]) -> Any:
+    modes = {m: m.training for m in model.modules()}
+    model.train(train)
+    try:
+        return fn()
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def count_macs(model: nn.Module, input_or_shape: Tensor | Sequence[int] | str) -> int:
+    """MACs of one forward pass of ``model`` in eval mode (FLOPs / 2, the papers' "FLOPs").
+
+    ``input_or_shape`` is a tensor or a shape: (C, H, W) means a batch of one.
+    """
+    x = _input_for(model, input_or_shape)
+    stats, _, _ = _with_mode(model, False, lambda: _run_counted(model, x, timing_runs=0))
+    return sum(s.macs for s in stats.values())
+
+
+def profile(
+    target: nn.Module | str,
+    input_shape: Sequence[int] | str | Tensor,
+    *,
+    channels: int | None = None,
+    depth: int | None = None,
+    timing_runs: int = 3,
+    train: bool = False,
+    **model_kwargs: Any,
+) -> ProfileReport:
+    """Per-module table for a model, a model name or a mechanism spec.
+
+    Args:
+        target: an ``nn.Module``; a model name from :func:`attn2d.models.list_models`
+            (built for the input's channel count); or a mechanism spec such as
+            ``"cbam(reduction=8)"`` (that mechanism alone).
+        input_shape: (C, H, W) (batch of one), (B, C, H, W), ``"3x32x32"``, (H, W) with
+            ``channels``, or an input tensor.
+        channels: the input's channel count, checked against (or completing) the shape.
+        depth: deepest module level shown; deeper modules are folded into their ancestor.
+            None shows every module.
+        timing_runs: forward passes timed for the time column (0: no timing).
+        train: profile in training mode (BatchNorm computes batch statistics).
+        **model_kwargs: for a model name: ``attention``, ``placement``, ``stages``,
+            ``num_classes`` (see :func:`attn2d.models.create_model`).
+    """
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
+                              or depth < 0):
+        raise ValueError(f"profile: expected depth as an int >= 0 or None, got {depth!r}")
+    if isinstance(input_shape, Tensor):
+        x = input_shape
+        model = _build(target, tuple(x.shape), model_kwargs)
+    else:
+        shape = _batch_shape(input_shape, channels)
+        model = _build(target, shape, model_kwargs)
+        x = _input_for(model, shape)
+    stats, uncounted, forward_s = _with_mode(
+        model, train, lambda: _run_counted(model, x, timing_runs))
+    return _report(model, x, stats, uncounted, forward_s, depth)
+
+
+def _report(model: nn.Module, x: Tensor, stats: dict[str, _Stats], uncounted: dict[str, int],
+            forward_s: float, depth: int | None) -> ProfileReport:
+    modules = dict(_hooked_modules(model))
+    owned: dict[str, int] = defaultdict(int)
+    counted: set[int] = set()
+    for path, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if id(p) not in counted:
+                counted.add(id(p))
+                owned[path] += p.numel()
+
+    def level(path: str) -> int:
+        return 0 if not path else path.count(".") + 1
+
+    def shown(path: str, keep: set[str]) -> str:
+        while path and path not in keep:
+            path = path.rpartition(".")[0]
+        return path
+
+    total_s = sum(s.seconds for s in stats.values())
+    # Fold deeper modules into their ancestor at ``depth``, then fold empty rows upwards.
+    paths = [p for p in modules if depth is None or level(p) <= depth]
+    for _ in range(2):
+        keep = set(paths)
+        rows: dict[str, ProfileRow] = {}
+        for p in paths:
+            m, s = modules[p], stats.get(p, _Stats())
+            rows[p] = ProfileRow(p or "(root)", type(m).__name__, level(p), s.calls, s.inputs,
+                                 s.outputs, 0, 0, 0, 0, 0, 0, 0.0)
+        for p in set(modules) | set(owned):
+            row = rows[shown(p, keep)]
+            s = stats.get(p, _Stats())
+            row.params += owned.get(p, 0)
+            row.macs += s.macs
+            row.elementwise += s.elementwise
+            row.activation_bytes += s.activation
+            row.bytes_read += s.read
+            row.bytes_written += s.written
+            row.time_share += s.seconds / total_s if total_s > 0 else 0.0
+        paths = [p for p in paths if not p or any(
+            getattr(rows[p], k) for k in _SUMMED if k != "time_share")]
+    order = {p: (stats[p].order if p in stats else math.inf, i) for i, p in enumerate(modules)}
+    ordered = [rows[p] for p in sorted(paths, key=order.__getitem__)]
+    no_time = math.isnan(forward_s)
+    if no_time:
+        for r in ordered:
+            r.time_share = math.nan
+    root = stats.get("", _Stats())
+    total = ProfileRow("total", "", 0, 1, root.inputs, root.outputs,
+                       *(sum(getattr(r, k) for r in ordered) for k in _SUMMED[:-1]),
+                       math.nan if no_time else 1.0)
+    return ProfileReport(ordered, total, tuple(x.shape), forward_s * 1e3, uncounted)
+
+
+def cost_table(
+    model: str = "resnet18",
+    input_shape: Sequence[int] | str = (3, 32, 32),
+    mechanisms: Iterable[str] | None = None,
+    *,
+    num_classes: int = 10,
+    placement: str | None = None,
+) -> Table:
+    """Parameters and MACs of a backbone without attention and with each mechanism.
+
+    Args:
+        model: a model name from :func:`attn2d.models.list_models`.
+        input_shape: (C, H, W) of one image.
+        mechanisms: spec strings; default every registry mechanism.
+        num_classes: classifier outputs.
+        placement: ``"block"`` / ``"stage"`` for all, or None for each mechanism's default.
+    """
+    from .models import create_model
+    from .registry import available, lookup
+
+    shape = _batch_shape(input_shape, None)
+    specs = list(mechanisms) if mechanisms is not None else [m.name for m in available()]
+    rows: list[dict[str, Any]] = []
+    for spec in ["none", *specs]:
+        net = create_model(model, attention=spec, placement=placement, num_classes=num_classes,
+                           in_channels=shape[1])
+        params = sum(p.numel() for p in net.parameters())
+        macs = count_macs(net, shape)
+        base = rows[0] if rows else {"params": params, "macs": macs}
+        rows.append({"mechanism": spec,
+                     "placement": "-" if spec == "none" else placement or lookup(spec).placement,
+                     "params": params,
+                     "delta_params": params - base["params"], "macs": macs,
+                     "delta_macs_pct": round(100 * (macs - base["macs"]) / base["macs"], 2)})
+    columns = [("mechanism", "mechanism"), ("placement", "placement"),
+               ("params", "params (M)"), ("delta_params", "Δ params"), ("macs", "MACs"),
+               ("delta_macs_pct", "Δ MACs")]
+    display = {"params": lambda v: f"{v / 1e6:.3f}", "delta_params": lambda v: f"{v:+,}",
+               "macs": _macs_text, "delta_macs_pct": lambda v: f"{v:+.2f}%"}
+    note = (f"{model}, {num_classes} classes, input {'x'.join(map(str, shape[1:]))}, batch 1; "
+            "MACs = multiply-accumulates (FLOPs / 2).")
+    return Table(columns, rows, display, align_left=("mechanism", "placement"), notes=[note],
+                 meta={"model": model, "input_shape": list(shape[1:]),
+                       "num_classes": num_classes})
+
+
+def _macs_text(n: int) -> str:
+    return f"{n / 1e9:.3f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
+

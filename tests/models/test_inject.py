@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import attn2d
+from attn2d.models import create_model, inject
+from attn2d.registry import is_mechanism
+
+
+def mechanisms(model: nn.Module) -> dict[str, int]:
+    return {p: m.channels for p, m in model.named_modules() if is_mechanism(m)}
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def tv_resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+def test_block_injection_into_torchvision_resnet18_keeps_keys_and_adds_one_per_block(x):
+    model = tv_resnet18()
+    before = model.state_dict()
+    inject(model, "se")
+    assert mechanisms(model) == {f"layer{s}.{i}.attn": 64 * 2 ** (s - 1)
+                                 for s in range(1, 5) for i in range(2)}
+    missing, unexpected = model.load_state_dict(before, strict=False)
+    assert not unexpected and all(".attn." in k for k in missing)
+    assert model(x).shape == (2, 10)
+
+
+def test_block_injection_acts_after_last_bn_before_the_add(x):
+    model = tv_resnet18()
+    block = model.layer1[0]
+    inject(model, lambda c: nn.Identity() if c != 64 else _Zero())
+    h = torch.randn(1, 64, 8, 8)
+    torch.testing.assert_close(block(h), torch.relu(h))  # residual branch erased
+
+
+class _Zero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("where", ["block", "stage", ["layer2.1.bn2", "layer3"]])
+def test_nonlocal_injection_keeps_torchvision_output_at_init(where, x):
+    model = tv_resnet18()
+    with torch.no_grad():
+        expected = model(x)
+        inject(model, "nonlocal", where)
+        torch.testing.assert_close(model(x), expected)
+    if where == "stage":
+        assert mechanisms(model) == {"attn.layer1": 64, "attn.layer2": 128,
+                                     "attn.layer3": 256, "attn.layer4": 512}
+    elif where != "block":
+        assert mechanisms(model) == {"attn.layer2_1_bn2": 128, "attn.layer3": 256}
+
+
+def test_injection_into_torchvision_resnet50_bottlenecks_uses_expanded_channels():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    inject(model, "nonlocal")
+    assert mechanisms(model)["layer1.0.attn"] == 256
+    assert mechanisms(model)["layer4.2.attn"] == 2048
+    assert len(mechanisms(model)) == 16
+
+
+def test_injection_into_timm_resnet_blocks():
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    inject(model, "cbam")
+    assert len(mechanisms(model)) == 8 and mechanisms(model)["layer4.1.attn"] == 512
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+# timm >= 1.0.20 calls attn_layer(channels, device=..., dtype=...).
+def test_timm_accepts_an_attn2d_class_as_its_attention_layer():
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10,
+                              block_args=dict(attn_layer=attn2d.get("cbam"))).eval()
+    assert sum(isinstance(m, attn2d.CBAM) for m in model.modules()) == 8
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_injected_model_trains(x):
+    model = inject(tv_resnet18().train(), "se")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    y = torch.tensor([1, 2])
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert model.layer3[1].attn.fc1.weight.grad.abs().sum() > 0
+    opt.step()
+    assert torch.isfinite(nn.functional.cross_entropy(model(x), y))
+
+
+def test_deepcopy_of_an_injected_model_uses_its_own_attention(x):
+    model = inject(tv_resnet18(), "se")
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        expected = model(x)
+        twin.layer1[0].attn = _Zero()  # only the copy changes
+        assert not torch.allclose(twin(x), expected)
+        torch.testing.assert_close(model(x), expected)
+
+
+def test_injection_into_attn2d_backbones_fills_their_slots(x):
+    model = inject(create_model("small_cnn"), "se")
+    assert mechanisms(model) == {"block1.attn": 32, "block2.attn": 64, "block3.attn": 128}
+    model = create_model("resnet18").eval()
+    with torch.no_grad():
+        expected = model(x)
+        inject(model, "nonlocal", "stage")
+        torch.testing.assert_close(model(x), expected)
+    assert sorted(mechanisms(model)) == [f"attn.layer{s}" for s in range(1, 5)]
+    calls = []
+    model.attn["layer4"].register_forward_hook(lambda *a: calls.append(1))
+    model(x)
+    assert calls == [1]  # applied once, by the backbone itself (no extra hook)
+
+
+def test_no_matching_place_or_bad_path_gives_a_clear_error():
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(ValueError, match="found none"):
+        inject(plain, "se")
+    with pytest.raises(ValueError, match="stages named layer1"):
+        inject(plain, "se", "stage")
+    with pytest.raises(ValueError, match=r"did you mean .*'layer1'"):
+        inject(tv_resnet18(), "se", ["layer11"])
+    with pytest.raises(ValueError, match="feature map"):
+        inject(tv_resnet18(), "se", ["fc"])
+    model = inject(tv_resnet18(), "se")
+    with pytest.raises(ValueError, match="already injected"):
+        inject(model, "eca")
