@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "AttentionMap",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "check_choice",
+    "check_flag",
     "check_odd_kernel",
     "check_positive_int",
     "expect_feature_map",
@@ -110,3 +114,33 @@ def expect_feature_map(x: object, channels: int | None, owner: str) -> None:
         )
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{owner}: expected non-empty H and W, got shape {tuple(x.shape)}")
+
+
+def check_flag(value: object, name: str, owner: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: expected {name} to be a bool, got {type(value).__name__}")
+    return value
+
+
+class _RunningStatsWhenAlone(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm that normalises with its running statistics when, in training, each channel
+    holds a single value (batch 1 of a pooled vector, or batch 1 of a 1×1 map).
+
+    Batch statistics of one value are undefined (PyTorch raises); the running estimates are
+    what evaluation would use, so the module still works, and they are left unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.numel() == x.shape[1] and self.running_mean is not None:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+class BatchNorm1d(_RunningStatsWhenAlone, nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` that also accepts a single sample in training."""
+
+
+class BatchNorm2d(_RunningStatsWhenAlone, nn.BatchNorm2d):
+    """:class:`torch.nn.BatchNorm2d` that also accepts a single value per channel in training."""

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    BatchNorm1d,
+    BatchNorm2d,
     check_choice,
     check_odd_kernel,
     check_positive_int,
@@ -17,7 +19,7 @@ from ._common import (
     hidden_width,
 )
 from .channel import ChannelGate, channel_pools, check_pool_types, shared_mlp
-from .spatial import BatchNorm1d, BatchNorm2d, SpatialGate, _PooledMapHead, z_pool
+from .spatial import SpatialGate, _PooledMapHead, z_pool
 
 __all__ = ["BAM", "CBAM", "CoordAttention", "DynamicCBAM", "LiteCBAM", "ParallelCBAM"]
 
@@ -191,7 +193,7 @@ class BAM(nn.Module):
     any H×W keeps its size) each with BN → ReLU → 1×1 to one map Ms (B, 1, H, W).
     Output (1 + σ(Mc + Ms))·x as in the paper, or (1 + σ(Mc·Ms))·x as in the official code.
     Batch 1 in training works: where a BatchNorm would see one value per channel it uses its
-    running statistics (see :class:`attn2d.modules.spatial.BatchNorm1d`).
+    running statistics (see :class:`attn2d.modules._common.BatchNorm1d`).
 
     Args:
         channels: input channels C.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    BatchNorm2d,
     check_choice,
     check_odd_kernel,
     check_positive_int,
@@ -18,37 +18,11 @@ from ._common import (
 
 __all__ = [
     "SPATIAL_CONVS",
-    "BatchNorm1d",
-    "BatchNorm2d",
     "SimAM",
     "SpatialGate",
     "TripletAttention",
     "z_pool",
 ]
-
-
-class _RunningStatsWhenAlone(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm that normalises with its running statistics when, in training, each channel
-    holds a single value (batch 1 of a pooled vector, or batch 1 of a 1×1 map).
-
-    Batch statistics of one value are undefined (PyTorch raises); the running estimates are
-    what evaluation would use, so the module still works, and they are left unchanged.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training and x.numel() == x.shape[1] and self.running_mean is not None:
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
-        return super().forward(x)
-
-
-class BatchNorm1d(_RunningStatsWhenAlone, nn.BatchNorm1d):
-    """:class:`torch.nn.BatchNorm1d` that also accepts a single sample in training."""
-
-
-class BatchNorm2d(_RunningStatsWhenAlone, nn.BatchNorm2d):
-    """:class:`torch.nn.BatchNorm2d` that also accepts a single value per channel in training."""
 
 
 def z_pool(x: Tensor, dim: int = 1) -> Tensor:

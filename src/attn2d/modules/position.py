@@ -1,0 +1,439 @@
+"""Global attention: every position (or channel) gathers context from the whole map.
+
+Non-local blocks, global context (GC), DANet's position / channel self-attention and its
+segmentation head, and CCNet's criss-cross attention.
+
+Softmax attention over positions goes through
+:func:`torch.nn.functional.scaled_dot_product_attention`, so the N×N weights are never
+stored unless a hook listens on the module's :class:`AttentionMap`; criss-cross attention
+never builds anything larger than B·H·W·(H + W).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import (
+    AttentionMap,
+    BatchNorm2d,
+    check_choice,
+    check_flag,
+    check_positive_int,
+    expect_feature_map,
+    hidden_width,
+)
+
+__all__ = [
+    "ChannelSelfAttention",
+    "CrissCrossAttention",
+    "DANetHead",
+    "DualAttention",
+    "GlobalContext",
+    "NonLocal2d",
+    "PositionAttention",
+]
+
+
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in at least fp32: softmax statistics stay fp32 under autocast, fp64 stays fp64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _tokens(t: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H·W, C); a free view for channels-last input."""
+    return t.flatten(2).transpose(1, 2)
+
+
+def _untokens(t: Tensor, like: Tensor) -> Tensor:
+    """(B, H·W, C) -> (B, C, H, W) with the spatial size of ``like``."""
+    b, _, h, w = like.shape
+    return t.transpose(1, 2).reshape(b, -1, h, w)
+
+
+def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: AttentionMap) -> Tensor:
+    """softmax(q·kᵀ·scale)·v for token tensors q (B, N, d), k (B, M, d), v (B, M, e).
+
+    The fused kernel never stores the (B, N, M) weights. The CPU flash kernel needs one
+    head width for q, k and v, else PyTorch silently falls back to the math kernel, which
+    stores them; so the narrower side is zero-padded (zeros add nothing to q·kᵀ and give
+    output columns that are sliced off). When M is at most the padded width the weights
+    are no larger than the padded tensors, and the plain product is faster (padding q, k
+    from C/8 to C multiplies their product's cost by 8), so that case, and a listening
+    ``amap``, take the explicit route; the weights returned by ``amap`` are the ones applied.
+    """
+    d_qk, d_v = q.shape[-1], v.shape[-1]
+    width = max(d_qk, d_v)
+    if amap.listening or (d_qk != d_v and k.shape[1] <= width):
+        # Softmax statistics in fp32 even under autocast, as the fused kernel keeps them.
+        logits = _wide(torch.bmm(q, k.transpose(1, 2)))
+        weights = amap((logits * scale if scale != 1.0 else logits).softmax(-1))
+        return torch.bmm(weights.to(v.dtype), v)
+    # The flash kernel also needs unit stride along the head width; any other layout (the
+    # transposed view of an NCHW map) silently takes the math kernel too.
+    q, k, v = (_widen_to(t, width) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :d_v]
+
+
+def _widen_to(t: Tensor, width: int) -> Tensor:
+    """Zero-pad the last dim to ``width``, with unit stride there (what flash needs)."""
+    return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t.contiguous()
+
+
+class NonLocal2d(nn.Module):
+    """Non-local block (Wang et al., CVPR 2018, arXiv:1711.07971).
+
+    z = x + BN(W·y), y_i = Σ_j f(x_i, x_j)·g(x_j) / 𝒞(x) over every key position j.
+    Follows the reference implementation (AlexHex7/Non-local_pytorch, after
+    facebookresearch/video-nonlocal-net): θ, φ, g and W are 1×1 convs with bias, inner
+    width C/2, and the BatchNorm after W starts with weight and bias at zero so the block
+    starts as the identity.
+
+    Args:
+        channels: input channels C.
+        mode: pairwise function f: ``"embedded_gaussian"`` softmax(θᵢ·φⱼ),
+            ``"gaussian"`` softmax(xᵢ·xⱼ) on the raw input (no θ, φ),
+            ``"dot_product"`` θᵢ·φⱼ / N, ``"concatenation"`` ReLU(w·[θᵢ; φⱼ]) / N, with N the
+            number of key positions and w a bias-free 1×1 conv ``concat_project`` (2·C/2 → 1).
+        reduction: inner width is max(1, C // reduction).
+        sub_sample: max-pool keys and values (φ and g) by 2 (the paper's §4 trick); off by
+            default as attn2d's spec asks, although AlexHex7's ``NONLocalBlock2D`` turns it on.
+        scale: divide the pairwise energies by √d, d the width of θ (C in gaussian mode);
+            off in the reference code.
+    """
+
+    MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+
+    def __init__(
+        self,
+        channels: int,
+        mode: str = "embedded_gaussian",
+        reduction: float = 2,
+        sub_sample: bool = False,
+        scale: bool = False,
+    ) -> None:
+        super().__init__()
+        owner = "nonlocal"
+        inner = hidden_width(channels, reduction, owner=owner)
+        self.mode = check_choice(mode, self.MODES, "mode", owner)
+        self.sub_sample = check_flag(sub_sample, "sub_sample", owner)
+        self.scale = check_flag(scale, "scale", owner)
+        self.channels = channels
+        self.inner = inner
+        self.g = nn.Conv2d(channels, inner, 1)
+        if mode != "gaussian":
+            self.theta = nn.Conv2d(channels, inner, 1)
+            self.phi = nn.Conv2d(channels, inner, 1)
+        if mode == "concatenation":
+            self.concat_project = nn.Conv2d(2 * inner, 1, 1, bias=False)
+        self.out = nn.Conv2d(inner, channels, 1)
+        self.norm = BatchNorm2d(channels)
+        nn.init.zeros_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
+        self.weights = AttentionMap("position")
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, sub_sample={self.sub_sample}, scale={self.scale}"
+
+    def _keys(self, t: Tensor) -> Tensor:
+        return F.max_pool2d(t, 2) if self.sub_sample else t
+
+    def forward(self, x: Tensor) -> Tensor:
+        expect_feature_map(x, self.channels, owner="nonlocal")
+        if self.sub_sample and min(x.shape[2:]) < 2:
+            raise ValueError(
+                f"nonlocal: expected H, W >= 2 with sub_sample=True, got shape {tuple(x.shape)}"
+            )
+        value = _tokens(self._keys(self.g(x)))  # (B, M, inner)
+        if self.mode == "gaussian":
+            query, key = _tokens(x), _tokens(self._keys(x))
+        else:
+            query, key = _tokens(self.theta(x)), _tokens(self._keys(self.phi(x)))
+        scale = 1.0 / math.sqrt(query.shape[-1]) if self.scale else 1.0
+        if self.mode in ("embedded_gaussian", "gaussian"):
+            y = _softmax_attention(query, key, value, scale, self.weights)
+        elif self.mode == "dot_product":
+            y = self._dot_product(query, key, value, scale)
+        else:
+            y = self._concatenation(query, key, value, scale)
+        return x + self.norm(self.out(_untokens(y, x)))
+
+    def _dot_product(self, query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+        n_keys = key.shape[1]
+        if self.weights.listening:
+            weights = self.weights(torch.bmm(query, key.transpose(1, 2)) * (scale / n_keys))
+            return torch.bmm(weights, value)
+        # Associativity: θ·(φᵀ·g) never forms the N×M matrix.
+        return torch.bmm(query, torch.bmm(key.transpose(1, 2), value)) * (scale / n_keys)
+
+    def _concatenation(self, query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+        # w·[θᵢ; φⱼ] splits into wθ·θᵢ + wφ·φⱼ: two (B, N) vectors instead of (B, 2d, N, M).
+        w = self.concat_project.weight.flatten()
+        a = query @ w[: self.inner].to(query.dtype)  # (B, N)
+        b = key @ w[self.inner :].to(key.dtype)  # (B, M)
+        weights = F.relu(a[:, :, None] + b[:, None, :]) * (scale / key.shape[1])
+        return torch.bmm(self.weights(weights), value)
+
+
+class GlobalContext(nn.Module):
+    """Global context block (Cao et al., ICCVW 2019, arXiv:1904.11492).
+
+    One context vector per image, pooled with softmax weights over positions, transformed
+    by a LayerNorm bottleneck and fused into every position. Follows the official code
+    (xvjiarui/GCNet ``ContextBlock``): convs with bias, the last conv zero-initialised.
+
+    Args:
+        channels: input channels C.
+        reduction: bottleneck width is max(1, C // reduction) (the paper's ratio 1/16).
+        fusion: ``"add"`` adds the transform to x (official ``channel_add``, identity at
+            init); ``"mul"`` scales x by its sigmoid (official ``channel_mul``).
+    """
+
+    FUSIONS = ("add", "mul")
+
+    def __init__(self, channels: int, reduction: float = 16, fusion: str = "add") -> None:
+        super().__init__()
+        hidden = hidden_width(channels, reduction, owner="gc")
+        self.fusion = check_choice(fusion, self.FUSIONS, "fusion", "gc")
+        self.channels = channels
+        self.mask = nn.Conv2d(channels, 1, 1)
+        self.transform = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.LayerNorm([hidden, 1, 1]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+        )
+        nn.init.kaiming_normal_(self.mask.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.mask.bias)
+        nn.init.zeros_(self.transform[-1].weight)
+        nn.init.zeros_(self.transform[-1].bias)
+        self.weights = AttentionMap("spatial")
+
+    def extra_repr(self) -> str:
+        return f"fusion={self.fusion!r}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        expect_feature_map(x, self.channels, owner="gc")
+        b, _, h, w = x.shape
+        pool = self.weights(_wide(self.mask(x).flatten(1)).softmax(-1).view(b, 1, h, w))
+        context = torch.einsum("bchw,bhw->bc", x, pool[:, 0].to(x.dtype))
+        term = self.transform(context[:, :, None, None])
+        return x + term if self.fusion == "add" else x * torch.sigmoid(term)
+
+
+class PositionAttention(nn.Module):
+    """DANet position attention module (Fu et al., CVPR 2019, arXiv:1809.02983).
+
+    out_i = Σ_j softmax_j(qᵢ·kⱼ)·vⱼ over all positions, then γ·out + x with γ from 0.
+
+    Args:
+        channels: input channels C.
+        reduction: query and key width is max(1, C // reduction); the value keeps C.
+    """
+
+    def __init__(self, channels: int, reduction: float = 8) -> None:
+        super().__init__()
+        hidden = hidden_width(channels, reduction, owner="pam")
+        self.channels = channels
+        self.query = nn.Conv2d(channels, hidden, 1)
+        self.key = nn.Conv2d(channels, hidden, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.weights = AttentionMap("position")
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The attended features, before γ and the residual."""
+        expect_feature_map(x, self.channels, owner="pam")
+        q, k, v = _tokens(self.query(x)), _tokens(self.key(x)), _tokens(self.value(x))
+        return _untokens(_softmax_attention(q, k, v, 1.0, self.weights), x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.gamma * self.attend(x)
+
+
+class ChannelSelfAttention(nn.Module):
+    """DANet channel attention module (Fu et al., CVPR 2019, arXiv:1809.02983).
+
+    Energy E = X·Xᵀ between channels (no projections), A = softmax(E) per row, out = A·X,
+    then γ·out + x with γ from 0.
+
+    Args:
+        channels: input channels C.
+        invert: use the official code's softmax(rowmax(E) − E), which favours dissimilar
+            channels; ``False`` gives the paper's softmax(E).
+    """
+
+    def __init__(self, channels: int, invert: bool = True) -> None:
+        super().__init__()
+        check_positive_int(channels, "channels", owner="cam")
+        self.channels = channels
+        self.invert = check_flag(invert, "invert", "cam")
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.weights = AttentionMap("channel-affinity")
+
+    def extra_repr(self) -> str:
+        return f"invert={self.invert}"
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The attended features, before γ and the residual."""
+        expect_feature_map(x, self.channels, owner="cam")
+        feats = x.flatten(2)  # (B, C, N)
+        # E grows with N and softmax(rowmax − E) is sensitive to its absolute error, so the
+        # energies are formed in fp32 even under autocast.
+        with torch.autocast(x.device.type, enabled=False):
+            wide = _wide(feats)
+            energy = torch.bmm(wide, wide.transpose(1, 2))
+        if self.invert:
+            energy = energy.amax(-1, keepdim=True) - energy
+        weights = self.weights(energy.softmax(-1))
+        return torch.bmm(weights.to(feats.dtype), feats).view_as(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.gamma * self.attend(x)
+
+
+class DualAttention(nn.Module):
+    """DANet dual attention as a plug-in block (Fu et al., CVPR 2019, arXiv:1809.02983).
+
+    x + γp·P(x) + γc·C(x): the position and channel branches share one identity path, both
+    γ start at 0.
+
+    Args:
+        channels: input channels C.
+        reduction: query/key reduction of the position branch.
+        invert: channel-branch energy form (see :class:`ChannelSelfAttention`).
+    """
+
+    def __init__(self, channels: int, reduction: float = 8, invert: bool = True) -> None:
+        super().__init__()
+        # Validate under this module's name before the branches validate under theirs.
+        hidden_width(channels, reduction, owner="danet")
+        check_flag(invert, "invert", "danet")
+        self.channels = channels
+        self.position = PositionAttention(channels, reduction)
+        self.channel = ChannelSelfAttention(channels, invert)
+
+    def forward(self, x: Tensor) -> Tensor:
+        expect_feature_map(x, self.channels, owner="danet")
+        p, c = self.position, self.channel
+        return x + p.gamma * p.attend(x) + c.gamma * c.attend(x)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+def _classifier(cin: int, classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(cin, classes, 1))
+
+
+class DANetHead(nn.Module):
+    """DANet segmentation head (Fu et al., CVPR 2019, arXiv:1809.02983).
+
+    Each branch: 3×3 conv-BN-ReLU to in/4, attention (position or channel), 3×3
+    conv-BN-ReLU; the two are summed, then Dropout2d and a 1×1 classifier. As in the
+    official head, each branch also has its own classifier for auxiliary losses:
+    :meth:`forward_branches` returns (fused, position, channel) logits; ``forward`` returns
+    the fused logits only.
+
+    Args:
+        in_channels: input channels.
+        num_classes: output channels (classes).
+        reduction: the branches work at max(1, in_channels // reduction) channels.
+        dropout: Dropout2d probability before each classifier.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, reduction: float = 4, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        owner = "danet-head"
+        inner = hidden_width(in_channels, reduction, owner=owner)
+        check_positive_int(num_classes, "num_classes", owner)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(
+                f"{owner}: expected dropout to be a number, got {type(dropout).__name__}"
+            )
+        if not 0 <= dropout < 1:
+            raise ValueError(f"{owner}: expected 0 <= dropout < 1, got {dropout}")
+        self.in_channels = in_channels
+        self.reduce_position = _conv_bn_relu(in_channels, inner)
+        self.reduce_channel = _conv_bn_relu(in_channels, inner)
+        self.position = PositionAttention(inner)
+        self.channel = ChannelSelfAttention(inner)
+        self.expand_position = _conv_bn_relu(inner, inner)
+        self.expand_channel = _conv_bn_relu(inner, inner)
+        self.classify = _classifier(inner, num_classes, dropout)
+        self.classify_position = _classifier(inner, num_classes, dropout)
+        self.classify_channel = _classifier(inner, num_classes, dropout)
+
+    def _branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        expect_feature_map(x, self.in_channels, owner="danet-head")
+        pos = self.expand_position(self.position(self.reduce_position(x)))
+        chan = self.expand_channel(self.channel(self.reduce_channel(x)))
+        return pos, chan
+
+    def forward_branches(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits (fused, position branch, channel branch), each (B, num_classes, H, W)."""
+        pos, chan = self._branches(x)
+        return self.classify(pos + chan), self.classify_position(pos), self.classify_channel(chan)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pos, chan = self._branches(x)
+        return self.classify(pos + chan)
+
+
+class CrissCrossAttention(nn.Module):
+    """Criss-cross attention (Huang et al., ICCV 2019, arXiv:1811.11721).
+
+    Each pixel attends to the H + W − 1 pixels of its row and column (itself once) with a
+    single softmax; γ·out + x with γ from 0. ``recurrence`` applies the module (residual
+    included) that many times with the same weights; two passes (RCCA) give every pixel a
+    path to every other.
+
+    Args:
+        channels: input channels C.
+        reduction: query and key width is max(1, C // reduction); the value keeps C.
+        recurrence: passes R with shared weights; the map is emitted once per pass.
+    """
+
+    def __init__(self, channels: int, reduction: float = 8, recurrence: int = 1) -> None:
+        super().__init__()
+        # Recurrent criss-cross is registered as "rcca": errors use the name the user chose.
+        self.owner = "criss-cross" if recurrence == 1 else "rcca"
+        self.recurrence = check_positive_int(recurrence, "recurrence", self.owner)
+        hidden = hidden_width(channels, reduction, owner=self.owner)
+        self.channels = channels
+        self.query = nn.Conv2d(channels, hidden, 1)
+        self.key = nn.Conv2d(channels, hidden, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.weights = AttentionMap("criss-cross")
+
+    def extra_repr(self) -> str:
+        return f"recurrence={self.recurrence}"
+
+    def attend(self, x: Tensor) -> Tensor:
+        """One pass of criss-cross attention, before γ and the residual."""
+        h, w = x.shape[2:]
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        row = torch.einsum("bdij,bdik->bijk", q, k)  # (B, H, W, W): pixel (i,j) vs (i,k)
+        col = torch.einsum("bdij,bdkj->bijk", q, k)  # (B, H, W, H): pixel (i,j) vs (k,j)
+        # The centre already sits in its row; -inf drops it from the column.
+        rows = torch.arange(h, device=x.device)
+        centre = (rows[:, None] == rows[None, :])[:, None, :]  # not eye(): ONNX has no bool eye
+        col = col.masked_fill(centre, float("-inf"))
+        weights = self.weights(_wide(torch.cat([row, col], -1)).softmax(-1)).to(v.dtype)
+        out = torch.einsum("bijk,bcik->bcij", weights[..., :w], v)
+        return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        expect_feature_map(x, self.channels, owner=self.owner)
+        for _ in range(self.recurrence):
+            x = x + self.gamma * self.attend(x)
+        return x
