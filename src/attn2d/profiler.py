@@ -13,8 +13,8 @@ it (forward hooks on every module). Conventions:
   ReLU, bias adds, ...); one per input element of reductions (mean, sum, max; 3 for
   var/std); one per window element of pooling; softmax 5 per element (max, subtract, exp,
   sum, divide); normalisation 2 per element (scale, shift) plus 2 when it computes
-  statistics (training BatchNorm, LayerNorm, GroupNorm); fused attention 6 per score (the
-  scale and the softmax, as on the explicit path).
+  statistics (training BatchNorm, LayerNorm, GroupNorm); fused attention 5 per score
+  for the softmax plus 1 when it scales (as on the explicit path, which skips a scale of 1).
 - **Activation**: bytes of the distinct tensors the modules return (a tensor that a child
   returns and its parent passes on counts once, at the child).
 - **Read / written**: bytes each operator reads and writes, without fusion (views are free;
@@ -152,7 +152,9 @@ def _elementwise(func: Any, name: str, args: tuple, kwargs: dict, out: object) -
         return _numel(result) if isinstance(bias, Tensor) else 0
     if func._overloadpacket in _ATTENTION:
         q, k = args[0], args[1]
-        return 6 * math.prod(q.shape[:-1]) * k.shape[-2]
+        scores = math.prod(q.shape[:-1]) * k.shape[-2]
+        scaled = _arg(func, args, kwargs, "scale") != 1.0  # None means 1/sqrt(d)
+        return (6 if scaled else 5) * scores
     base = name.rstrip("_")
     if name in _MOVES or base in _MOVES:
         return 0

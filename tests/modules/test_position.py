@@ -222,7 +222,7 @@ def test_global_context_mul_fusion_starts_at_half_as_in_official_code():
 )
 def test_fused_attention_equals_explicit_map(build, monkeypatch):
     m = double(build(16))
-    x = x64(2, 16, 6, 7)  # 42 keys > padded width 16: the fused route
+    x = x64(2, 16, 9, 9)  # 81 keys > 4 × padded width 16: the fused route
     calls = SdpaCalls(monkeypatch)
     fast = m(x)
     assert calls.count == 1
@@ -233,7 +233,7 @@ def test_fused_attention_equals_explicit_map(build, monkeypatch):
 
 
 def test_position_attention_small_map_takes_explicit_route(monkeypatch):
-    # 16 keys <= value width 32: the N×M weights are no larger than the value tensor.
+    # 16 keys <= 4 × value width 32: the N×M weights are no larger than 4× the value tensor.
     m = double(PositionAttention(32))
     calls = SdpaCalls(monkeypatch)
     x = x64(2, 32, 4, 4)

@@ -60,14 +60,15 @@ def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: Atte
     The fused kernel never stores the (B, N, M) weights. The CPU flash kernel needs one
     head width for q, k and v, else PyTorch silently falls back to the math kernel, which
     stores them; so the narrower side is zero-padded (zeros add nothing to q·kᵀ and give
-    output columns that are sliced off). When M is at most the padded width the weights
-    are no larger than the padded tensors, and the plain product is faster (padding q, k
-    from C/8 to C multiplies their product's cost by 8), so that case, and a listening
-    ``amap``, take the explicit route; the weights returned by ``amap`` are the ones applied.
+    output columns that are sliced off). When M is at most four times the padded width the
+    weights are at most four times the padded tensors, so memory still grows linearly with
+    positions, and the plain product is faster (padding q, k from C/8 to C multiplies their
+    product's cost by 8); that case, and a listening ``amap``, take the explicit route. The
+    weights returned by ``amap`` are the ones applied.
     """
     d_qk, d_v = q.shape[-1], v.shape[-1]
     width = max(d_qk, d_v)
-    if amap.listening or (d_qk != d_v and k.shape[1] <= width):
+    if amap.listening or (d_qk != d_v and k.shape[1] <= 4 * width):
         # Softmax statistics in fp32 even under autocast, as the fused kernel keeps them.
         logits = _wide(torch.bmm(q, k.transpose(1, 2)))
         weights = amap((logits * scale if scale != 1.0 else logits).softmax(-1))
@@ -75,7 +76,9 @@ def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: Atte
     # The flash kernel also needs unit stride along the head width; any other layout (the
     # transposed view of an NCHW map) silently takes the math kernel too.
     q, k, v = (_widen_to(t, width) for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :d_v]
+    # One head axis: the ONNX exporter only accepts 4-D attention.
+    out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=scale)
+    return out[:, 0, :, :d_v]
 
 
 def _widen_to(t: Tensor, width: int) -> Tensor:
