@@ -1,0 +1,164 @@
+"""Datasets read from small files written here in the real formats; nothing downloads."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attn2d import data
+from attn2d.data import dataset_info, denormalize, get_dataset, stratified_subset
+
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> np.ndarray:
+    """CIFAR-10's python format: pickled dicts of uint8 rows (3072 = 3×32×32) and labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    first = None
+    for name in [*CIFAR_BATCHES, "test_batch"]:
+        rows = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [i % 10 for i in range(per_batch)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": rows, "labels": labels}, f)
+        first = rows if first is None else first
+    with open(folder / "batches.meta", "wb") as f:
+        names = list(dataset_info("cifar10").classes)
+        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch}, f)
+    return first
+
+
+def _idx(array: np.ndarray) -> bytes:
+    # IDX: two zero bytes, a type code (0x08 = uint8), the rank, big-endian sizes, the data.
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 120, n_test: int = 40, seed: int = 0,
+                        compressed: bool = True) -> None:
+    """The four IDX files of Fashion-MNIST (``.gz`` as Debian ships them, or raw).
+
+    Images carry a faint class-dependent pattern so that a few steps of training learn
+    something, which keeps the training tests meaningful.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = rng.integers(0, 120, size=(n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 6, 4:24] = 250
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte"
+            if compressed:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(_idx(array)))
+            else:
+                (folder / name).write_bytes(_idx(array))
+
+
+def test_cifar10_loads_pickle_batches_without_md5(tmp_path):
+    first = write_cifar10(tmp_path)
+    train = get_dataset("cifar10", "train", tmp_path, augment=False)
+    test = get_dataset("cifar-10", "test", tmp_path)
+    assert len(train) == 100 and len(test) == 20
+    x, y = train[3]
+    assert x.shape == (3, 32, 32) and y == 3
+    info = dataset_info("cifar10")
+    raw = torch.from_numpy(first[3].reshape(3, 32, 32)).float() / 255
+    expected = (raw - torch.tensor(info.mean)[:, None, None]) / torch.tensor(info.std)[:, None,
+                                                                                        None]
+    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(denormalize(x, "cifar10"), raw)
+
+
+def test_cifar10_augmentation_is_a_padded_crop_or_its_mirror(tmp_path):
+    write_cifar10(tmp_path)
+    plain = get_dataset("cifar10", "train", tmp_path, augment=False)
+    augmented = get_dataset("cifar10", "train", tmp_path, augment=True, seed=3)
+    flips = 0
+    for i in range(40):
+        x = denormalize(plain[i][0], "cifar10")
+        padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+        y = denormalize(augmented[i][0], "cifar10")
+        windows = [padded[:, t : t + 32, s : s + 32] for t in range(9) for s in range(9)]
+        plain_match = any(torch.allclose(y, w, atol=1e-5) for w in windows)
+        flip_match = any(torch.allclose(y, w.flip(-1), atol=1e-5) for w in windows)
+        assert plain_match or flip_match
+        flips += flip_match and not plain_match
+    assert 5 < flips < 35  # about half the images are mirrored
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
+    write_cifar10(tmp_path)
+    a = get_dataset("cifar10", "train", tmp_path, seed=1)
+    b = get_dataset("cifar10", "train", tmp_path, seed=1)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    torch.testing.assert_close(a[7][0], b[7][0])  # order of access does not matter
+    b.set_epoch(3)
+    assert not all(torch.equal(a[i][0], b[i][0]) for i in range(10))
+
+
+def test_fashion_mnist_is_decompressed_from_the_system_folder(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    write_fashion_mnist(system)
+    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", system)
+    train = get_dataset("fashion-mnist", "train", tmp_path / "data")
+    test = get_dataset("fmnist", "test", tmp_path / "data")
+    assert len(train) == 120 and len(test) == 40
+    assert train[0][0].shape == (1, 28, 28)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data._FASHION_FILES)  # no temp files
+    labels = np.frombuffer(gzip.decompress((system / "train-labels-idx1-ubyte.gz").read_bytes()),
+                           dtype=np.uint8, offset=8)
+    assert train.targets.tolist() == labels.tolist()
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        get_dataset("fashion-mnist", "train", tmp_path / "data")
+
+
+def test_missing_cifar10_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--download"):
+        get_dataset("cifar10", "train", tmp_path)
+
+
+def test_stratified_subset_keeps_class_proportions_and_is_seeded():
+    targets = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)
+    keep = stratified_subset(targets, 100, seed=5)
+    assert len(keep) == 100 and len(set(keep.tolist())) == 100
+    assert torch.bincount(targets[keep]).tolist() == [50, 30, 20]
+    assert torch.equal(keep, stratified_subset(targets, 100, seed=5))
+    assert not torch.equal(keep, stratified_subset(targets, 100, seed=6))
+    # Leftover places go to the largest remainders: 7 * (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4.
+    assert torch.bincount(targets[stratified_subset(targets, 7)]).tolist() == [4, 2, 1]
+    with pytest.raises(ValueError, match="subset"):
+        stratified_subset(targets, 1001)
+
+
+def test_dataset_subset_is_independent_of_the_training_seed(tmp_path):
+    write_cifar10(tmp_path)
+    a = get_dataset("cifar10", "train", tmp_path, subset=30, seed=0)
+    b = get_dataset("cifar10", "train", tmp_path, subset=30, seed=9)
+    assert torch.equal(a.images, b.images)
+    assert torch.bincount(a.targets).tolist() == [3] * 10
+
+
+def test_dataset_info_and_errors():
+    info = dataset_info("Fashion-MNIST")
+    assert (info.in_channels, info.image_size, info.num_classes) == (1, 28, 10)
+    assert info.classes[9] == "Ankle boot" and len(info.mean) == len(info.std) == 1
+    with pytest.raises(ValueError, match="expected a dataset in"):
+        dataset_info("imagenet")
+    with pytest.raises(ValueError, match="split"):
+        get_dataset("cifar10", "valid")
