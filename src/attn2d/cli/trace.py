@@ -1,0 +1,62 @@
+"""``attn2d trace``: every module's input and output shapes for one forward pass."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..debug import check_gradients, trace_shapes
+from ..models import create_model, list_models
+from ..registry import create
+
+HELP = "trace the input/output shapes of every module of a model or mechanism (hooks)"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (3, 4) or min(dims) < 1:
+        raise ValueError(f"expected --input as CxHxW or BxCxHxW, e.g. 3x32x32, got {text!r}")
+    return dims if len(dims) == 4 else (1, *dims)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help=f"a model ({', '.join(list_models())}) or a mechanism "
+                                     "spec such as 'cbam(reduction=8)'")
+    parser.add_argument("--attention", default=None, help="mechanism spec for a model")
+    parser.add_argument("--placement", default=None, choices=("block", "stage"))
+    parser.add_argument("--input", default="3x32x32", help="CxHxW or BxCxHxW (default: 3x32x32)")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--no-maps", dest="maps", action="store_false",
+                        help="leave attention-map hook points out (trace the fast path)")
+    parser.add_argument("--gradcheck", action="store_true",
+                        help="also gradcheck a mechanism in float64 on this input")
+
+
+def run(args: argparse.Namespace) -> int:
+    shape = _shape(args.input)
+    is_model = args.name.strip().lower().replace("-", "_") in list_models()
+    if is_model:
+        module = create_model(args.name, attention=args.attention, placement=args.placement,
+                              num_classes=args.num_classes, in_channels=shape[1])
+    elif args.attention is not None:
+        raise ValueError(f"expected --attention only with a model ({', '.join(list_models())}),"
+                         f" got it with mechanism {args.name!r}")
+    else:
+        module = create(args.name, shape[1])
+    module.eval()
+    torch.manual_seed(0)
+    trace = trace_shapes(module, torch.randn(shape), include_maps=args.maps)
+    print(trace.render())
+    if args.gradcheck:
+        if is_model:
+            raise ValueError("expected --gradcheck with a mechanism (a model is too large to "
+                             f"gradcheck), got model {args.name!r}")
+        report = check_gradients(args.name, shape)
+        print()
+        print(report.render())
+        return 0 if report.passed else 1
+    return 0

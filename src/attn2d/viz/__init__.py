@@ -1,0 +1,60 @@
+"""Pictures of attention: recording maps with hooks, plotting them, one command for all.
+
+- :mod:`attn2d.viz.record`: :class:`AttentionRecorder`, :class:`FeatureRecorder`;
+- :mod:`attn2d.viz.maps`: a query pixel's weights, RCCA's composed map, gate pictures;
+- :mod:`attn2d.viz.plots`: one function per picture, each returning a Figure (PNG on
+  request);
+- :mod:`attn2d.viz.report`: every picture for one image (``attn2d visualize``).
+"""
+
+from __future__ import annotations
+
+from .maps import (
+    compose_criss_cross,
+    criss_cross_dense,
+    criss_cross_query,
+    gate_picture,
+    key_grid,
+    position_query,
+)
+from .plots import (
+    plot_affinity_matrix,
+    plot_attention_histograms,
+    plot_channel_weights,
+    plot_feature_grid,
+    plot_query_attention,
+    plot_spatial_map,
+    plot_top_channels,
+    plot_training_curves,
+    read_metrics,
+    save_figure,
+)
+from .record import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps, merge_records
+from .report import Example, mechanism_paths, visualize_example
+
+__all__ = [
+    "AttentionRecorder",
+    "Example",
+    "FeatureRecorder",
+    "MapRecord",
+    "attention_maps",
+    "compose_criss_cross",
+    "criss_cross_dense",
+    "criss_cross_query",
+    "gate_picture",
+    "key_grid",
+    "mechanism_paths",
+    "merge_records",
+    "plot_affinity_matrix",
+    "plot_attention_histograms",
+    "plot_channel_weights",
+    "plot_feature_grid",
+    "plot_query_attention",
+    "plot_spatial_map",
+    "plot_top_channels",
+    "plot_training_curves",
+    "position_query",
+    "read_metrics",
+    "save_figure",
+    "visualize_example",
+]
