@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from attn2d import available, bench
+from attn2d._io import write_atomic
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -110,20 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.plot_scaling(scaling, RESULTS / "scaling.png")
     env = bench.environment()
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
-    bench.write_atomic(RESULTS / "environment.json", json.dumps(env, indent=1) + "\n")
-    bench.write_atomic(RESULTS / "latency.json", bench.format_cases(cases, "json"))
-    bench.write_atomic(RESULTS / "latency.md", bench.format_cases(cases, "markdown"))
-    bench.write_atomic(RESULTS / "scaling.json", bench.format_scaling(scaling, "json"))
-    bench.write_atomic(RESULTS / "scaling.md", bench.format_scaling(scaling, "markdown"))
+    write_atomic(RESULTS / "environment.json", json.dumps(env, indent=1) + "\n")
+    write_atomic(RESULTS / "latency.json", bench.format_cases(cases, "json"))
+    write_atomic(RESULTS / "latency.md", bench.format_cases(cases, "markdown"))
+    write_atomic(RESULTS / "scaling.json", bench.format_scaling(scaling, "json"))
+    write_atomic(RESULTS / "scaling.md", bench.format_scaling(scaling, "markdown"))
     targets = bench.check_targets(cases, scaling)
-    bench.write_atomic(RESULTS / "targets.md", bench.format_targets(targets, "markdown"))
+    write_atomic(RESULTS / "targets.md", bench.format_targets(targets, "markdown"))
     readme = HERE / "README.md"
     text = readme.read_text()
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         section = readme_section(cases, scaling, env, command)
-        bench.write_atomic(readme, f"{head}{BEGIN}\n{section}\n{END}{tail}")
+        write_atomic(readme, f"{head}{BEGIN}\n{section}\n{END}{tail}")
     print(bench.format_targets(targets))
     return 0
 

@@ -32,7 +32,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._io import write_atomic
 from .registry import create, lookup
 
 __all__ = [
@@ -116,20 +116,6 @@ def parse_size(text: str) -> Shape:
 
 def _size_text(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape)
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a file through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the implementations compared ------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import atomic_path
+from ._io import atomic_path
 from .registry import lookup
 from .train import RUNTIME_FIELDS, TrainConfig, train
 

@@ -16,12 +16,9 @@ torchvision reads with ``download=False`` (it checks that they exist, not their 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -31,10 +28,11 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ._io import atomic_path
+
 __all__ = [
     "DatasetInfo",
     "ImageDataset",
-    "atomic_path",
     "dataset_info",
     "default_data_dir",
     "denormalize",
@@ -111,24 +109,6 @@ def dataset_info(name: str) -> DatasetInfo:
 def default_data_dir() -> Path:
     """``$ATTN2D_DATA_DIR`` if set, else ``./data``."""
     return Path(os.environ.get("ATTN2D_DATA_DIR", "data"))
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only on success.
-
-    A reader never sees a half-written file, even if the writer is killed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _mix(*values: int) -> int:

@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +47,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 from torch.utils.flop_counter import shape_wrapper as _shape_wrapper
 
+from ._io import write_atomic
 from .modules._common import AttentionMap
 
 __all__ = [
@@ -431,16 +431,7 @@ def _save(render: Callable[[str], str], path: str | os.PathLike, fmt: str | None
         suffix = os.fspath(path).rsplit(".", 1)[-1].lower()
         fmt = {"md": "markdown", "csv": "csv", "json": "json"}.get(suffix, "text")
     text = render(fmt)  # before touching the disk: a bad format leaves no file behind
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text)
 
 
 _CONVENTIONS = (

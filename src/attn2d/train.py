@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .data import ImageDataset, atomic_path, dataset_info, get_dataset
+from ._io import atomic_path
+from .data import ImageDataset, dataset_info, get_dataset
 from .registry import is_mechanism
 
 __all__ = [

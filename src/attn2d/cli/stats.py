@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data import atomic_path
+from .._io import atomic_path
 from ..debug import collect_attention_stats, format_stats
 from ..viz.report import sample_batches
 from .visualize import add_model_arguments, subject_from_args
