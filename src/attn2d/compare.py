@@ -134,7 +134,8 @@ def compare(
     out = Path(out)
     failed: list[dict[str, str]] = []
     total = len(specs) * len(seed_list)
-    for i, (spec, seed) in enumerate(((m, s) for m in specs for s in seed_list), 1):
+    # Seed-major: a comparison stopped early still has every mechanism at the first seeds.
+    for i, (seed, spec) in enumerate(((s, m) for s in seed_list for m in specs), 1):
         run_dir = out / "runs" / run_name(spec, seed)
         config = dataclasses.replace(
             base, attention=None if spec == BASELINE else spec, seed=seed, out=str(run_dir),
