@@ -350,8 +350,23 @@ def _share(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
+class _Renders:
+    """``render(fmt)`` and ``save(path)`` over ``to_text/to_markdown/to_csv/to_json``."""
+
+    def render(self, fmt: str = "text") -> str:
+        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
+                     "json": self.to_json}
+        if fmt not in renderers:
+            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
+        return renderers[fmt]()
+
+    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
+        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
+        _save(self.render, path, fmt)
+
+
 @dataclass
-class Table:
+class Table(_Renders):
     """Rows of raw values with display formatters; rendered as text, Markdown, CSV or JSON.
 
     Args:
@@ -414,16 +429,6 @@ class Table:
         rows = [{k: clean(v) for k, v in r.items()} for r in self.rows]
         return json.dumps({**self.meta, "rows": rows}, indent=2) + "\n"
 
-    def render(self, fmt: str = "text") -> str:
-        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
-                     "json": self.to_json}
-        if fmt not in renderers:
-            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
-        return renderers[fmt]()
-
-    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
-        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
-        _save(self.render, path, fmt)
 
 
 def _save(render: Callable[[str], str], path: str | os.PathLike, fmt: str | None) -> None:
@@ -444,7 +449,7 @@ _CONVENTIONS = (
 
 
 @dataclass
-class ProfileReport:
+class ProfileReport(_Renders):
     """The per-module table of :func:`profile`: ``rows`` and their sum ``total``."""
 
     rows: list[ProfileRow]
@@ -501,16 +506,6 @@ class ProfileReport:
         t.rows = [asdict(r) for r in [*self.rows, self.total]]
         return t
 
-    def render(self, fmt: str = "text") -> str:
-        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
-                     "json": self.to_json}
-        if fmt not in renderers:
-            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
-        return renderers[fmt]()
-
-    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
-        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
-        _save(self.render, path, fmt)
 
 
 def parse_shape(text: str | Sequence[int], owner: str = "profile") -> tuple[int, ...]:
