@@ -25,7 +25,7 @@ fashion-mnist:
 demo: $(STAMP) fashion-mnist
 	$(ATTN2D) list
 	$(ATTN2D) compare --dataset fashion-mnist --model small_cnn --attention $(MECHANISMS) \
-	  --subset 6000 --test-subset 2000 --epochs 2 --batch-size 64 --seeds 1 \
+	  --subset 3000 --test-subset 1000 --epochs 2 --batch-size 64 --seeds 1 \
 	  --no-progress --out runs/demo-fmnist $$([ -d $(FASHION_MNIST) ] || echo --download)
 	@cat runs/demo-fmnist/results.md
 	@echo "Tables and plots: runs/demo-fmnist/. The full run (all 60,000 images, 3 seeds):"
