@@ -6,7 +6,7 @@ Method
   :func:`time.perf_counter`. The implementations compared in one case (attn2d, the naive
   reference, timm) run in alternating rounds, each round in a rotated order, so a burst of
   load on a shared machine hits all of them alike; ratios come from the same rounds.
-  *Forward* is inference: ``eval()`` and ``torch.no_grad()``. *Forward+backward* is a
+  *Forward* is inference: eval mode under ``torch.no_grad()``. *Forward+backward* is a
   training step: ``train()``, the input requires grad, ``backward`` of a fixed random
   output gradient, parameter gradients cleared before each call.
 * **Peak memory**: bytes allocated by one call at its highest point, above what was
