@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from ..modules._common import check_choice
+from ..modules._common import check_choice, check_positive_int
 from ..registry import get, lookup
 
 __all__ = [
@@ -109,6 +109,11 @@ class Backbone(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ()
+
+    def __init__(self, num_classes: int, in_channels: int, owner: str) -> None:
+        super().__init__()
+        check_positive_int(num_classes, "num_classes", owner=owner)
+        check_positive_int(in_channels, "in_channels", owner=owner)
 
     def stage_blocks(self, name: str) -> list[nn.Module]:
         """The blocks of the stage called ``name``, in order."""

@@ -120,9 +120,7 @@ class ResNet(Backbone):
         placement: str | None = None,
         stages: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        check_positive_int(num_classes, "num_classes", owner="resnet")
-        check_positive_int(in_channels, "in_channels", owner="resnet")
+        super().__init__(num_classes, in_channels, owner="resnet")
         if len(layers) != len(self.stage_names):
             raise ValueError(f"resnet: expected 4 stage depths, got {tuple(layers)!r}")
         self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..modules._common import check_positive_int
 from ._common import AttentionFactory, Backbone, init_backbone
 
 __all__ = ["ConvBlock", "SmallCNN", "small_cnn"]
@@ -65,9 +64,7 @@ class SmallCNN(Backbone):
         placement: str | None = None,
         stages: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        check_positive_int(num_classes, "num_classes", owner="small_cnn")
-        check_positive_int(in_channels, "in_channels", owner="small_cnn")
+        super().__init__(num_classes, in_channels, owner="small_cnn")
         self.block1 = ConvBlock(in_channels, 32)
         self.block2 = ConvBlock(32, 64)
         self.block3 = ConvBlock(64, 128)
