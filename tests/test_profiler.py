@@ -104,7 +104,7 @@ def test_profiling_leaves_the_model_as_it_was():
 
 
 def test_bad_inputs_fail_with_a_clear_message():
-    with pytest.raises(ValueError, match="expected a shape"):
+    with pytest.raises(ValueError, match=r"profile: expected input_shape as .*got '3xa'"):
         profile("se", "3xa")
     with pytest.raises(ValueError, match="mechanism spec"):
         profile("se", (8, 4, 4), attention="cbam")
@@ -138,7 +138,8 @@ def test_cli_profile_model_with_attention_and_depth_and_output_file(tmp_path, ca
     data = json.loads(path.read_text())
     assert [r["path"] for r in data["rows"]] == ["(root)", "block1", "block2", "block3", "fc"]
     assert main(["profile", "small_cnn", "--input", "1xbad"]) == 2
-    assert "expected a shape" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("attn2d profile: error: expected --input as CxHxW or "
+                                       "BxCxHxW (e.g. 3x32x32), got '1xbad'\n")
 
 
 def test_cli_params_table(capsys):

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_path
+from ._io import save_figure, write_atomic, write_json
 from .registry import lookup
 from .train import RUNTIME_FIELDS, TrainConfig, train
 
@@ -88,8 +88,7 @@ def _run_one(config: TrainConfig, in_process: bool) -> None:
             raise KeyboardInterrupt
         return
     config_path = run_dir / "config.json"
-    with atomic_path(config_path) as tmp:
-        tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    write_json(config_path, dataclasses.asdict(config))
     with open(run_dir / "train.log", "a") as log:
         code = subprocess.call([sys.executable, "-m", "attn2d", "train", "--config",
                                 str(config_path)], stdout=log, stderr=subprocess.STDOUT)
@@ -166,7 +165,7 @@ def compare(
               f"{time.perf_counter() - started:.0f} s", flush=True)
     report = summarize(out, specs, seed_list, base, command=command)
     report["failed"] = failed
-    _write(out / "results.json", json.dumps(report, indent=2) + "\n")
+    write_json(out / "results.json", report)
     return report
 
 
@@ -216,9 +215,9 @@ def summarize(out: str | Path, specs: Sequence[str], seeds: Sequence[int], base:
     report = {"settings": settings, "seeds": list(seeds), "command": command, "rows": rows,
               "curves": curves}
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "results.md", _markdown(report))
-    _write(out / "results.csv", _csv(rows))
-    _write(out / "results.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "results.md", _markdown(report))
+    write_atomic(out / "results.csv", _csv(rows))
+    write_json(out / "results.json", report)
     if rows:
         _plots(out, rows, curves)
     return report
@@ -280,11 +279,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _write(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def _plots(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[float]]) -> None:
     # Figure without pyplot: no global backend is chosen, nothing depends on a display.
     from matplotlib.figure import Figure
@@ -329,5 +323,4 @@ def _plots(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[float]]
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_figure(fig, path, dpi=120)

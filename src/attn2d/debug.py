@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch.autograd.gradcheck import GradcheckError
 from torch.func import functional_call
 
 from .registry import create
+from .tables import Table
 from .viz.record import DISTRIBUTION_KINDS, AttentionRecorder, MapRecord
 
 __all__ = [
@@ -75,15 +76,13 @@ class ShapeTrace:
 
     rows: list[ShapeRow]
 
-    def render(self) -> str:
-        header = ("module", "type", "input", "output", "params")
-        cells = [("  " * r.depth + r.name, r.type, r.inputs,
-                  r.output, f"{r.params:,}") for r in self.rows]
-        widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                 for line in [header, *cells]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+    def render(self, fmt: str = "text") -> str:
+        columns = [("name", "module"), ("type", "type"), ("inputs", "input"),
+                   ("output", "output"), ("params", "params")]
+        rows = [{**asdict(r), "name": "  " * r.depth + r.name} for r in self.rows]
+        table = Table(columns, rows, {"params": "{:,}".format},
+                      align_left=("name", "type", "inputs", "output"))
+        return table.render(fmt).rstrip("\n")
 
     __str__ = render
 
@@ -477,18 +476,19 @@ def format_stats(stats: Sequence[MapStats]) -> str:
     """A text table of :class:`MapStats`, flag reasons listed under it."""
     if not stats:
         return "no attention maps found (is the model built with an attention mechanism?)"
-    header = ("map", "images", "mean", "std", "entropy", "<0.05", ">0.95", "status")
-    cells = []
-    for s in stats:
-        ent = "-" if s.entropy is None else f"{s.entropy:.3f}" + (
-            " (row)" if s.entropy_name == "row entropy" else " (gate)")
-        cells.append((s.label, str(s.images), f"{s.mean:.4f}", f"{s.std:.4f}", ent,
-                      f"{s.low:.1%}", f"{s.high:.1%}", s.status))
-    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *cells]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    def entropy(s: MapStats) -> str:
+        if s.entropy is None:
+            return "-"
+        return f"{s.entropy:.3f} ({'row' if s.entropy_name == 'row entropy' else 'gate'})"
+
+    columns = [("label", "map"), ("images", "images"), ("mean", "mean"), ("std", "std"),
+               ("entropy", "entropy"), ("low", "<0.05"), ("high", ">0.95"),
+               ("status", "status")]
+    rows = [{**s.as_dict(), "entropy": entropy(s), "status": s.status} for s in stats]
+    percent = "{:.1%}".format
     notes = [f"  {s.label}: {flag}" for s in stats for flag in s.flags]
-    if notes:
-        lines += ["", "flags:", *notes]
-    return "\n".join(lines)
+    table = Table(columns, rows, {"mean": "{:.4f}".format, "std": "{:.4f}".format,
+                                  "low": percent, "high": percent},
+                  align_left=tuple(k for k, _ in columns),
+                  notes=["", "flags:", *notes] if notes else [])
+    return table.render("text").rstrip("\n")

@@ -29,15 +29,12 @@ its explicit, listening path (``FlopCounterMode`` installs global hooks, which d
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -48,16 +45,16 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 from torch.utils.flop_counter import shape_wrapper as _shape_wrapper
 
 from ._io import write_atomic
+from ._shape import parse_shape
 from .modules._common import AttentionMap
+from .tables import Table, format_for
 
 __all__ = [
     "FLOP_FORMULAS",
     "ProfileReport",
     "ProfileRow",
-    "Table",
     "cost_table",
     "count_macs",
-    "parse_shape",
     "profile",
 ]
 
@@ -350,95 +347,6 @@ def _share(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
-class _Renders:
-    """``render(fmt)`` and ``save(path)`` over ``to_text/to_markdown/to_csv/to_json``."""
-
-    def render(self, fmt: str = "text") -> str:
-        renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
-                     "json": self.to_json}
-        if fmt not in renderers:
-            raise ValueError(f"profile: expected format in {tuple(renderers)}, got {fmt!r}")
-        return renderers[fmt]()
-
-    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
-        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
-        _save(self.render, path, fmt)
-
-
-@dataclass
-class Table(_Renders):
-    """Rows of raw values with display formatters; rendered as text, Markdown, CSV or JSON.
-
-    Args:
-        columns: (key, header) pairs in display order.
-        rows: one dict of raw values per row.
-        display: formatter per key for text and Markdown (CSV and JSON keep raw values).
-        align_left: keys aligned left in text (the rest align right).
-        notes: lines printed under the text and Markdown tables.
-        meta: extra fields for the JSON output.
-    """
-
-    columns: list[tuple[str, str]]
-    rows: list[dict[str, Any]]
-    display: dict[str, Callable[[Any], str]] = field(default_factory=dict)
-    align_left: tuple[str, ...] = ()
-    notes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def _cells(self) -> list[list[str]]:
-        return [[self.display.get(k, str)(r[k]) for k, _ in self.columns] for r in self.rows]
-
-    def to_text(self) -> str:
-        header = [h for _, h in self.columns]
-        cells = self._cells()
-        widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
-        left = [k in self.align_left for k, _ in self.columns]
-
-        def line(cs: list[str]) -> str:
-            return "  ".join(c.ljust(w) if lf else c.rjust(w)
-                             for c, w, lf in zip(cs, widths, left, strict=True)).rstrip()
-
-        out = [line(header), "  ".join("-" * w for w in widths)]
-        out += [line(c) for c in cells]
-        return "\n".join(out + self.notes) + "\n"
-
-    def to_markdown(self) -> str:
-        def esc(c: str) -> str:
-            return c.strip().replace("|", "\\|") or " "
-
-        header = [h for _, h in self.columns]
-        align = [":---" if k in self.align_left else "---:" for k, _ in self.columns]
-        out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-        out += ["| " + " | ".join(esc(c) for c in cs) + " |" for cs in self._cells()]
-        notes = [f"\n{n.strip()}" for n in self.notes if n.strip()]
-        return "\n".join(out) + "\n" + "\n".join(notes) + ("\n" if notes else "")
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[k for k, _ in self.columns],
-                                extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v
-                          for k, v in r.items()} for r in self.rows)
-        return buf.getvalue()
-
-    def to_json(self) -> str:
-        def clean(v: Any) -> Any:
-            return None if isinstance(v, float) and math.isnan(v) else v
-
-        rows = [{k: clean(v) for k, v in r.items()} for r in self.rows]
-        return json.dumps({**self.meta, "rows": rows}, indent=2) + "\n"
-
-
-
-def _save(render: Callable[[str], str], path: str | os.PathLike, fmt: str | None) -> None:
-    if fmt is None:
-        suffix = os.fspath(path).rsplit(".", 1)[-1].lower()
-        fmt = {"md": "markdown", "csv": "csv", "json": "json"}.get(suffix, "text")
-    text = render(fmt)  # before touching the disk: a bad format leaves no file behind
-    write_atomic(path, text)
-
-
 _CONVENTIONS = (
     "MACs: conv/linear/matmul/attention multiply-accumulates (= FLOPs / 2, the papers' "
     "'FLOPs'). elementwise: pointwise ops and bias adds 1/output element, reductions "
@@ -449,7 +357,7 @@ _CONVENTIONS = (
 
 
 @dataclass
-class ProfileReport(_Renders):
+class ProfileReport:
     """The per-module table of :func:`profile`: ``rows`` and their sum ``total``."""
 
     rows: list[ProfileRow]
@@ -486,46 +394,23 @@ class ProfileReport(_Renders):
                                                               "output_shape"),
                      notes=[n for n in notes if n], meta=meta)
 
-    def to_text(self) -> str:
-        return self.table().to_text()
+    def render(self, fmt: str = "text") -> str:
+        """Text or Markdown (indented paths), CSV or JSON (plain paths, the total apart)."""
+        fmt = format_for(None, fmt)
+        table = self.table()
+        if fmt in ("csv", "json"):  # data, not a picture: paths unindented
+            table.rows = [asdict(r) for r in [*self.rows, self.total]]
+            if fmt == "json":
+                table.rows = table.rows[:-1]  # the total has its own key
+        return table.render(fmt)
 
-    def to_markdown(self) -> str:
-        return self.table().to_markdown()
-
-    def to_csv(self) -> str:
-        return self._plain().to_csv()
-
-    def to_json(self) -> str:
-        table = self._plain()
-        table.rows = table.rows[:-1]  # the total has its own key
-        return table.to_json()
-
-    def _plain(self) -> Table:
-        # CSV/JSON keep paths unindented: they are data, not a picture
-        t = self.table()
-        t.rows = [asdict(r) for r in [*self.rows, self.total]]
-        return t
-
-
-
-def parse_shape(text: str | Sequence[int], owner: str = "profile") -> tuple[int, ...]:
-    """``"3x32x32"`` (or a sequence of ints) as a tuple of positive ints."""
-    if isinstance(text, str):
-        try:
-            shape = tuple(int(v) for v in text.lower().replace("×", "x").split("x"))
-        except ValueError:
-            raise ValueError(f"{owner}: expected a shape such as 3x32x32, got {text!r}") from None
-    else:
-        shape = tuple(text)
-    if not shape or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                            for v in shape):
-        raise ValueError(f"{owner}: expected a shape of positive ints such as 3x32x32, "
-                         f"got {text!r}")
-    return shape
+    def save(self, path: str | os.PathLike, fmt: str | None = None) -> None:
+        """Write atomically; the format defaults to the suffix (.md, .csv, .json, else text)."""
+        write_atomic(path, self.render(format_for(path, fmt)))
 
 
 def _batch_shape(input_shape: Sequence[int], channels: int | None) -> tuple[int, ...]:
-    shape = parse_shape(input_shape)
+    shape = parse_shape(input_shape, (2, 3, 4), owner="profile", name="input_shape")
     if len(shape) == 2:
         if channels is None:
             raise ValueError(f"profile: expected (C, H, W), (B, C, H, W) or (H, W) with "

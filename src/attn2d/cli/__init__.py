@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _commands() -> dict[str, object]:
@@ -38,14 +41,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+# attn2d's validation errors read "<owner>: expected …, got …" (see modules/_common.py).
+_VALIDATION = re.compile(r"^[\w .:()/-]{1,80}: (expected|unknown|malformed) ")
+
+
+def is_validation_error(err: BaseException) -> bool:
+    """True for errors attn2d raises on bad input, worded "<owner>: expected …", raised by
+    attn2d's own code. Anything else is a bug somewhere and keeps its traceback."""
+    if not isinstance(err, (ValueError, TypeError, OSError)):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_here = tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        _PACKAGE)
+    return raised_here and bool(_VALIDATION.match(str(err)))
+
+
+def error_line(command: str, err: BaseException) -> str:
+    """``attn2d <command>: error: <message>``, the owner kept unless it repeats the prefix."""
+    message = str(err)
+    for prefix in (f"attn2d {command}: ", "attn2d: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    return f"attn2d {command}: error: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"attn2d {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"attn2d {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `attn2d trace ... | head`: the reader left; not an error
+        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as err:
+        if not is_validation_error(err):
+            raise
+        print(error_line(args.command, err), file=sys.stderr)
+        return 2

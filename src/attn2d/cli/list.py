@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..registry import available, create
+from ..tables import Table
 
 HELP = "list the mechanisms: name, family, parameters at C=64, default placement, paper"
 
@@ -24,11 +25,9 @@ def mechanism_table(channels: int = 64) -> list[dict[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = mechanism_table(args.channels)
-    header = ("name", "family", f"params@C={args.channels}", "placement", "paper")
-    cells = [(r["name"], r["family"], f"{r['params']:,}", r["placement"], r["paper"])
-             for r in rows]
-    widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(len(header))]
-    for line in [header, *cells]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+    columns = [("name", "name"), ("family", "family"), ("params", f"params@C={args.channels}"),
+               ("placement", "placement"), ("paper", "paper")]
+    table = Table(columns, mechanism_table(args.channels), {"params": "{:,}".format},
+                  align_left=("name", "family", "placement", "paper"))
+    print(table.render("text"), end="")
     return 0

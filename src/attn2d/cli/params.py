@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..profiler import cost_table, parse_shape
+from .._shape import parse_shape
+from ..profiler import cost_table
 
 HELP = "parameters and MACs of a backbone without attention and with each mechanism"
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    table = cost_table(args.model, parse_shape(args.input), args.mechanisms or None,
+    shape = parse_shape(args.input, owner="attn2d params", name="--input")
+    table = cost_table(args.model, shape, args.mechanisms or None,
                        num_classes=args.num_classes, placement=args.placement)
     if args.output:
         table.save(args.output, args.format)

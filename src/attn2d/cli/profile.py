@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..profiler import parse_shape, profile
+from .._shape import parse_shape
+from ..profiler import profile
 
 HELP = "per-module table: shapes, parameters, MACs, elementwise ops, memory, time share"
 
@@ -53,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     if args.target.strip().lower().replace("-", "_") in list_models():
         options["num_classes"] = args.num_classes
-    report = profile(args.target, parse_shape(args.input), depth=args.depth,
-                     timing_runs=args.runs, train=args.train, **options)
+    shape = parse_shape(args.input, owner="attn2d profile", name="--input")
+    report = profile(args.target, shape, depth=args.depth, timing_runs=args.runs,
+                     train=args.train, **options)
     if args.output:
         report.save(args.output, args.format)
     else:

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from .._shape import parse_shape
 from ..registry import available, create
 
 HELP = "run every mechanism (or the given ones) on a random batch; print shapes and parameters"
@@ -17,12 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        b, c, h, w = (int(v) for v in args.input.lower().split("x"))
-    except ValueError:
-        raise ValueError(
-            f"expected --input as BxCxHxW, e.g. 2x64x16x16, got {args.input!r}"
-        ) from None
+    b, c, h, w = parse_shape(args.input, (4,), owner="attn2d shapes", name="--input")
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w)
     for spec in args.names or [m.name for m in available()]:

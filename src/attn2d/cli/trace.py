@@ -6,21 +6,12 @@ import argparse
 
 import torch
 
+from .._shape import parse_shape
 from ..debug import check_gradients, trace_shapes
 from ..models import create_model, list_models
 from ..registry import create
 
 HELP = "trace the input/output shapes of every module of a model or mechanism (hooks)"
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) not in (3, 4) or min(dims) < 1:
-        raise ValueError(f"expected --input as CxHxW or BxCxHxW, e.g. 3x32x32, got {text!r}")
-    return dims if len(dims) == 4 else (1, *dims)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = _shape(args.input)
+    shape = parse_shape(args.input, owner="attn2d trace", name="--input")
+    shape = shape if len(shape) == 4 else (1, *shape)
     is_model = args.name.strip().lower().replace("-", "_") in list_models()
     if is_model:
         module = create_model(args.name, attention=args.attention, placement=args.placement,

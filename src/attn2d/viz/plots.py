@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from .._io import atomic_path
+from .. import _io
 
 if TYPE_CHECKING:  # attn2d.debug imports this package's recorder; avoid the import cycle
     from ..debug import MapStats
@@ -50,9 +50,7 @@ PathLike = str | os.PathLike[str]
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 100) -> Path:
     """Write ``fig`` as PNG atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return Path(path)
+    return _io.save_figure(fig, path, dpi)
 
 
 def _finish(fig: Figure, path: PathLike | None) -> Figure:
