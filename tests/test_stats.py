@@ -324,3 +324,30 @@ def test_method_footnote_says_what_was_done():
     for text in (few, many):
         assert "Holm" in text and "80 % power" in text and "\n" not in text
     assert "α = 0.01" in many
+
+
+def test_the_worked_example_of_the_docs():
+    def pair(right: int, mechanism_only: int, baseline_only: int, images: int) -> tuple:
+        base = np.zeros(images, bool)
+        base[:right] = True
+        mech = base.copy()
+        mech[right:right + mechanism_only] = True
+        mech[:baseline_only] = False
+        return base, mech
+
+    base, se = pair(750, 60, 81, 1000)
+    _, danet = pair(750, 70, 57, 1000)
+    demo = compare_to_baseline([base], {"se": [se], "danet": [danet]})
+    assert (demo["se"].delta, demo["se"].p) == pytest.approx(
+        (-0.021, sps.binomtest(60, 141).pvalue))
+    assert demo["se"].p_adjusted == pytest.approx(0.1835, abs=1e-4)
+    assert demo["se"].detectable == pytest.approx(0.0332, abs=1e-4)
+    assert (demo["se"].low, demo["se"].high) == pytest.approx((-0.044, 0.002), abs=1.5e-3)
+    assert demo["danet"].verdict == NO_DIFFERENCE
+    seeds = [pair(r, m, b, 10_000) for r, m, b in [(9050, 310, 270), (9080, 295, 280),
+                                                     (9030, 320, 262)]]
+    full = versus_baseline(np.stack([b for b, _ in seeds]), np.stack([m for _, m in seeds]))
+    assert full.p == pytest.approx(sps.ttest_1samp([0.004, 0.0015, 0.0058], 0).pvalue)
+    assert (full.p, full.detectable) == pytest.approx((0.0943, 0.00705), abs=1e-4)
+    assert full.verdict == NO_DIFFERENCE
+    assert sps.binomtest(925, 925 + 812).pvalue < 0.01  # what pooled McNemar would say
