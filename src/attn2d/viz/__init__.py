@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from .comparison import plot_accuracy, plot_curves, plot_tradeoff
 from .maps import (
     compose_criss_cross,
     criss_cross_dense,
@@ -45,13 +46,16 @@ __all__ = [
     "key_grid",
     "mechanism_paths",
     "merge_records",
+    "plot_accuracy",
     "plot_affinity_matrix",
     "plot_attention_histograms",
     "plot_channel_weights",
+    "plot_curves",
     "plot_feature_grid",
     "plot_query_attention",
     "plot_spatial_map",
     "plot_top_channels",
+    "plot_tradeoff",
     "plot_training_curves",
     "position_query",
     "read_metrics",
