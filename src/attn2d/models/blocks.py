@@ -160,7 +160,7 @@ RULES: dict[tuple[str, str], BlockRule] = {
                               "MNASNet", lambda b: _after_norm(b.bn3), _named_se("bn2"))),
         (_TIMM_EFF, BlockRule("timm", "DepthwiseSeparableConv", "first stage of EfficientNet "
                               "and MobileNet", lambda b: _after_norm(b.bn2), _named_se("bn1"))),
-        (_TIMM_EFF, BlockRule("timm", "EdgeResidual", "EfficientNetV2, MobileNetV4",
+        (_TIMM_EFF, BlockRule("timm", "EdgeResidual", "EfficientNetV2 (fused stages)",
                               lambda b: _after_norm(b.bn2), _named_se("bn1"))),
         ("timm.models.convnext", BlockRule("timm", "ConvNeXtBlock", "ConvNeXt",
                                            _timm_convnext_site, _no_se)),

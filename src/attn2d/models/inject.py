@@ -161,10 +161,12 @@ def _inject_blocks(
 ) -> None:
     found = _blocks(model)
     if not found:
+        names = _named_stages(model)
+        stage_hint = f"where='stage' (after {', '.join(names)}) or " if names else ""
         raise ValueError(
             f"inject: expected residual blocks of a known type in {type(model).__name__} "
-            f"({known_block_types()}), found none; use where='stage' or a list of module "
-            f"paths, {_places(model)}"
+            f"({known_block_types()}), found none; use {stage_hint}module paths, "
+            f"{_places(model)}"
         )
     if stages is not None:
         staged = find_stages(model, input_shape)
@@ -242,13 +244,7 @@ def find_stages(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
     def under(prefix: str) -> tuple[str, ...]:
         return tuple(p for p, _, _ in blocks if p.startswith(f"{prefix}."))
 
-    if isinstance(model, Backbone):
-        names: list[str] = list(model.stage_names)
-    else:
-        names = [f"layer{i}" for i in range(1, 5) if f"layer{i}" in model._modules]
-        container = model._modules.get("stages")
-        if not names and isinstance(container, _CONTAINERS) and len(container):
-            names = [f"stages.{key}" for key in container._modules]
+    names = _named_stages(model)
     if names:
         return [Stage(name, under(name)) for name in names]
     if not blocks:
@@ -273,6 +269,17 @@ def find_stages(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
             f"{parent}.{list(model.get_submodule(parent)._modules)[-1]}" == run[-1])
         stages.append(Stage(parent if complete else run[-1], tuple(run)))
     return stages
+
+
+def _named_stages(model: nn.Module) -> list[str]:
+    """Stages the model names: an attn2d backbone's, ``layer1``.., or ``stages.0``.."""
+    if isinstance(model, Backbone):
+        return list(model.stage_names)
+    names = [f"layer{i}" for i in range(1, 5) if f"layer{i}" in model._modules]
+    container = model._modules.get("stages")
+    if not names and isinstance(container, _CONTAINERS) and len(container):
+        names = [f"stages.{key}" for key in container._modules]
+    return names
 
 
 def _parent(path: str) -> str:
