@@ -12,10 +12,13 @@ from torchvision.models import convnext, efficientnet, mobilenetv2, mobilenetv3,
 from attn2d.models import attention_modules, inject
 from tests.helpers import activate
 
-timm = pytest.importorskip("timm")
-from timm.models import _efficientnet_blocks as eff  # noqa: E402
-from timm.models import convnext as timm_convnext  # noqa: E402
-from timm.models import resnet as timm_resnet  # noqa: E402
+try:  # timm is optional: its cases are skipped without it
+    import timm
+    from timm.models import _efficientnet_blocks as eff
+    from timm.models import convnext as timm_convnext
+    from timm.models import resnet as timm_resnet
+except ImportError:
+    timm = None
 
 C = 16
 
@@ -50,6 +53,11 @@ BLOCKS = {
 }
 
 
+def cases(*names: str) -> list:
+    return [pytest.param(n, marks=pytest.mark.skipif(
+        timm is None and n.startswith("timm"), reason="needs timm")) for n in names]
+
+
 class Zero(nn.Module):
     """Erases the residual branch; checks it sees a channels-first map of its width."""
 
@@ -81,7 +89,7 @@ def built(name: str) -> tuple[nn.Module, torch.Tensor]:
     return block, torch.randn(2, channels, 5, 7, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("name", cases(*BLOCKS))
 def test_erasing_the_branch_leaves_the_shortcut(name):
     block, x = built(name)
     inject(block, Zero)
@@ -90,7 +98,7 @@ def test_erasing_the_branch_leaves_the_shortcut(name):
         torch.testing.assert_close(block(x), after_add(x) if after_add else x)
 
 
-@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("name", cases(*BLOCKS))
 def test_identity_mechanisms_keep_output_and_keys(name):
     block, x = built(name)
     with torch.no_grad():
@@ -105,7 +113,7 @@ def test_identity_mechanisms_keep_output_and_keys(name):
             torch.testing.assert_close(twin(x), expected, msg=f"{spec} changed {name}")
 
 
-@pytest.mark.parametrize("name", ["tv-cnblock", "timm-convnext", "timm-convnext-conv-mlp"])
+@pytest.mark.parametrize("name", cases("tv-cnblock", "timm-convnext", "timm-convnext-conv-mlp"))
 def test_convnext_attention_acts_before_the_layer_scale(name):
     block, x = built(name)
     inject(block, Ones)
@@ -114,8 +122,8 @@ def test_convnext_attention_acts_before_the_layer_scale(name):
         torch.testing.assert_close(block(x), x + gamma)  # x + γ·1, not x + 1
 
 
-@pytest.mark.parametrize("name", ["tv-mobilenet-v3", "tv-mbconv", "timm-inverted-residual",
-                                  "timm-depthwise-separable", "timm-se-bottleneck"])
+@pytest.mark.parametrize("name", cases("tv-mobilenet-v3", "tv-mbconv", "timm-inverted-residual",
+                                      "timm-depthwise-separable", "timm-se-bottleneck"))
 def test_replace_puts_the_mechanism_where_the_se_was(name):
     block, x = built(name)
     parent, attr = {"tv-mobilenet-v3": ("block", "2"), "tv-mbconv": ("block", "2")}.get(
@@ -133,6 +141,7 @@ def test_replace_puts_the_mechanism_where_the_se_was(name):
 
 
 def test_without_replace_the_mechanism_follows_the_se():
+    pytest.importorskip("timm")
     block, x = built("timm-se-bottleneck")
     seen = {}
 
@@ -157,6 +166,7 @@ def test_replace_refuses_blocks_without_an_se():
 
 
 def test_replacing_twice_is_refused():
+    pytest.importorskip("timm")
     block = inject(built("timm-inverted-residual")[0], "eca", replace=True)
     with pytest.raises(ValueError, match="attention already there"):
         inject(block, "se", replace=True)

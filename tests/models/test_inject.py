@@ -3,7 +3,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import timm
 import torch
 import torchvision
 from torch import nn
@@ -75,6 +74,7 @@ def test_injection_into_torchvision_resnet50_bottlenecks_uses_expanded_channels(
 
 
 def test_injection_into_timm_resnet_blocks():
+    timm = pytest.importorskip("timm")
     model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
     inject(model, "cbam")
     assert len(mechanisms(model)) == 8 and mechanisms(model)["layer4.1.attn"] == 512
@@ -83,6 +83,7 @@ def test_injection_into_timm_resnet_blocks():
 
 # timm >= 1.0.20 calls attn_layer(channels, device=..., dtype=...).
 def test_timm_accepts_an_attn2d_class_as_its_attention_layer():
+    timm = pytest.importorskip("timm")
     model = timm.create_model("resnet18", pretrained=False, num_classes=10,
                               block_args=dict(attn_layer=attn2d.get("cbam"))).eval()
     assert sum(isinstance(m, attn2d.CBAM) for m in model.modules()) == 8
