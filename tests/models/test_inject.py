@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import attn2d
-from attn2d.models import create_model, inject
+from attn2d.models import attention_modules, create_model, inject
 from attn2d.registry import is_mechanism
 
 
@@ -191,3 +191,12 @@ def test_attention_follows_the_model_dtype():
     inject(model, "eca", ["layer2"])
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert model(torch.randn(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_stages_restrict_block_injection_in_attn2d_backbones_too():
+    model = inject(create_model("small_cnn"), "se", stages=(2,))
+    assert mechanisms(model) == {"block2.attn": 64}
+    model = inject(create_model("resnet18"), "eca", stages=(4,), init="identity")
+    assert sorted(p for p, _ in attention_modules(model)) == ["layer4.0.attn", "layer4.1.attn"]
+    with pytest.raises(ValueError, match=r"stage numbers in 1\.\.3"):
+        inject(create_model("small_cnn"), "se", stages=(4,))

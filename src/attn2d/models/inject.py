@@ -20,7 +20,7 @@ it off.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -195,9 +195,12 @@ def _inject_blocks(
                              "got one (already injected?)")
         site = rule.site(block)
         plan.append((path, site.channels, _hooked(block, site.module, site.channels_last)))
-    if not plan:
+    if not plan and replace:
         raise ValueError(f"inject: expected blocks holding an SE of their own for "
                          f"replace=True in {type(model).__name__}, found none")
+    if not plan:
+        raise ValueError(f"inject: expected known blocks in stages {tuple(stages or ())} of "
+                         f"{type(model).__name__}, found none")
     # Build everything first so that a failing factory leaves the model untouched.
     built = _like(model, [make_attention(factory, ch, path, "inject", init)
                           for path, ch, _ in plan])
@@ -214,13 +217,15 @@ def _like(model: nn.Module, modules: list[nn.Module]) -> list[nn.Module]:
     return modules
 
 
-def _setter(parent: nn.Module, name: str):
+def _setter(parent: nn.Module, name: str) -> Callable[[nn.Module], None]:
     def attach(module: nn.Module) -> None:
         setattr(parent, name, module)
     return attach
 
 
-def _hooked(block: nn.Module, end: nn.Module, channels_last: bool):
+def _hooked(
+    block: nn.Module, end: nn.Module, channels_last: bool
+) -> Callable[[nn.Module], None]:
     def attach(module: nn.Module) -> None:
         block.attn = module
         end.register_forward_hook(_ApplyAfter(block, "attn", channels_last))
@@ -242,7 +247,7 @@ def find_stages(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
     blocks = _blocks(model)
 
     def under(prefix: str) -> tuple[str, ...]:
-        return tuple(p for p, _, _ in blocks if p.startswith(f"{prefix}."))
+        return tuple(p for p, _, _ in blocks if p == prefix or p.startswith(f"{prefix}."))
 
     names = _named_stages(model)
     if names:
@@ -321,7 +326,7 @@ def _dry_run(
                          f"positive ints, got {tuple(input_shape)!r}")
     seen: dict[str, _Seen] = {}
 
-    def recorder(path: str):
+    def recorder(path: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             entry = seen.setdefault(path, _Seen(len(seen), []))
             entry.shapes.append(tuple(output.shape) if isinstance(output, Tensor) else ())
