@@ -9,12 +9,16 @@ from torch import Tensor, nn
 
 from ..modules._common import check_choice, check_positive_int
 from ..registry import get, lookup
+from .attention import ResidualBlend, mark_attention, starts_as_identity
 
 __all__ = [
+    "INITS",
     "PLACEMENTS",
     "AttentionFactory",
     "Backbone",
+    "check_init",
     "check_stages",
+    "default_stages",
     "init_backbone",
     "make_attention",
     "resolve_attention",
@@ -22,6 +26,7 @@ __all__ = [
 
 AttentionFactory = Callable[[int], nn.Module]
 PLACEMENTS = ("block", "stage")
+INITS = ("default", "identity")
 
 
 def resolve_attention(
@@ -53,15 +58,29 @@ def resolve_attention(
     return attention, placement or "block"
 
 
-def make_attention(factory: AttentionFactory, channels: int, where: str, owner: str) -> nn.Module:
-    """Call ``factory(channels)`` and check that it built a module."""
+def make_attention(
+    factory: AttentionFactory, channels: int, where: str, owner: str, init: str = "default"
+) -> nn.Module:
+    """Call ``factory(channels)``, check that it built a module, and mark it as attention.
+
+    ``init="identity"`` wraps it in :class:`ResidualBlend` (β = 0: the model computes what
+    it computed without attention), unless it already starts as the identity (non-local,
+    GC, DANet, criss-cross), where the wrapper would stop its gradient.
+    """
     module = factory(channels)
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"{owner}: expected the attention factory to return an nn.Module for {where} "
             f"({channels} channels), got {type(module).__name__}"
         )
-    return module
+    if init == "identity" and not starts_as_identity(module, channels):
+        module = ResidualBlend(mark_attention(module))
+    return mark_attention(module)
+
+
+def check_init(init: str, owner: str) -> str:
+    """Validate ``attention_init`` / ``init``: ``"default"`` or ``"identity"``."""
+    return check_choice(init, INITS, "attention_init", owner)
 
 
 def check_stages(
@@ -80,6 +99,12 @@ def check_stages(
             f"{owner}: expected distinct stage numbers in 1..{count}, got {tuple(stages)!r}"
         )
     return tuple(sorted(stages))
+
+
+def default_stages(placement: str, count: int) -> tuple[int, ...]:
+    """Block attention goes in every stage; stage attention after stages 1-3 (all but the
+    last of a ResNet's four), as in the non-local / DANet / CCNet tutorials."""
+    return tuple(range(1, (count if placement == "block" else min(count, 3)) + 1))
 
 
 def init_backbone(model: nn.Module) -> None:
@@ -126,24 +151,25 @@ class Backbone(nn.Module):
         placement: str | None,
         stages: Sequence[int] | None,
         owner: str,
+        init: str = "default",
     ) -> None:
+        check_init(init, owner)
         factory, placement = resolve_attention(attention, placement, owner)
         self.attn = nn.ModuleDict()
         self.placement = placement if factory is not None else None
         if factory is None:
             return
-        # Block attention goes in every stage unless told otherwise; stage attention
-        # after stages 1-3, as in the non-local / DANet / CCNet tutorials.
         count = len(self.stage_names)
-        default = range(1, count + 1) if placement == "block" else range(1, min(count, 3) + 1)
-        for s in check_stages(stages, count, tuple(default), owner):
+        for s in check_stages(stages, count, default_stages(placement, count), owner):
             name = self.stage_names[s - 1]
             blocks = self.stage_blocks(name)
             if placement == "block":
                 for i, block in enumerate(blocks):
-                    block.attn = make_attention(factory, block.out_channels, f"{name}.{i}", owner)
+                    block.attn = make_attention(factory, block.out_channels, f"{name}.{i}",
+                                                owner, init)
             else:
-                self.attn[name] = make_attention(factory, blocks[-1].out_channels, name, owner)
+                self.attn[name] = make_attention(factory, blocks[-1].out_channels, name, owner,
+                                                 init)
 
     def forward_stages(self, x: Tensor) -> Tensor:
         for name in self.stage_names:

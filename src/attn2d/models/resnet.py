@@ -106,6 +106,9 @@ class ResNet(Backbone):
             default (``"block"`` for a class or factory).
         stages: 1-based stages that receive attention; default every stage for
             ``"block"`` and stages 1-3 for ``"stage"``.
+        attention_init: ``"default"`` (the mechanism's own initialisation, as in the papers)
+            or ``"identity"`` (each mechanism wrapped in :class:`ResidualBlend`, so the
+            network starts as the one without attention).
     """
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
@@ -119,6 +122,7 @@ class ResNet(Backbone):
         attention: str | AttentionFactory | None = None,
         placement: str | None = None,
         stages: Sequence[int] | None = None,
+        attention_init: str = "default",
     ) -> None:
         super().__init__(num_classes, in_channels, owner="resnet")
         if len(layers) != len(self.stage_names):
@@ -135,7 +139,7 @@ class ResNet(Backbone):
             setattr(self, name, nn.Sequential(*blocks))
         self.fc = nn.Linear(width, num_classes)
         init_backbone(self)
-        self._attach(attention, placement, stages, owner="resnet")
+        self._attach(attention, placement, stages, owner="resnet", init=attention_init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

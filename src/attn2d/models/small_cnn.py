@@ -52,6 +52,9 @@ class SmallCNN(Backbone):
         placement: ``"block"``, ``"stage"``, or None for the mechanism's registry default
             (``"block"`` for a class or factory).
         stages: 1-based blocks that receive attention; default all three.
+        attention_init: ``"default"`` (the mechanism's own initialisation, as in the papers)
+            or ``"identity"`` (each mechanism wrapped in :class:`ResidualBlend`, so the
+            network starts as the one without attention).
     """
 
     stage_names = ("block1", "block2", "block3")
@@ -63,6 +66,7 @@ class SmallCNN(Backbone):
         attention: str | AttentionFactory | None = None,
         placement: str | None = None,
         stages: Sequence[int] | None = None,
+        attention_init: str = "default",
     ) -> None:
         super().__init__(num_classes, in_channels, owner="small_cnn")
         self.block1 = ConvBlock(in_channels, 32)
@@ -70,7 +74,7 @@ class SmallCNN(Backbone):
         self.block3 = ConvBlock(64, 128)
         self.fc = nn.Linear(128, num_classes)
         init_backbone(self)
-        self._attach(attention, placement, stages, owner="small_cnn")
+        self._attach(attention, placement, stages, owner="small_cnn", init=attention_init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_stages(x).mean((2, 3)))
