@@ -185,9 +185,10 @@ class NaiveBAM(nn.Module):
     def __init__(self, channels: int, hidden: int, dilation: int, combine: str) -> None:
         super().__init__()
         self.combine = combine
-        self.channel_fc1 = nn.Linear(channels, hidden)
-        self.channel_bn = nn.BatchNorm1d(hidden)
-        self.channel_fc2 = nn.Linear(hidden, channels)
+        self.channel = nn.Module()
+        self.channel.fc1 = nn.Linear(channels, hidden)
+        self.channel.bn = nn.BatchNorm1d(hidden)
+        self.channel.fc2 = nn.Linear(hidden, channels)
         layers: list[nn.Module] = [nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden),
                                    nn.ReLU()]
         for _ in range(2):
@@ -198,7 +199,7 @@ class NaiveBAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         pooled = F.avg_pool2d(x, (h, w)).view(b, c)
-        mc = self.channel_fc2(F.relu(self.channel_bn(self.channel_fc1(pooled))))
+        mc = self.channel.fc2(F.relu(self.channel.bn(self.channel.fc1(pooled))))
         mc = mc.unsqueeze(2).unsqueeze(3).expand_as(x)
         ms = self.spatial(x).expand_as(x)
         att = 1 + torch.sigmoid(mc + ms if self.combine == "add" else mc * ms)
@@ -432,7 +433,7 @@ def _build(module: nn.Module) -> nn.Module:
                                 [h.conv.kernel_size[0] for h in module.spatial],
                                 module.pool_types)
     if kind == "BAM":
-        return NaiveBAM(module.channels, module.channel_fc1.out_features,
+        return NaiveBAM(module.channels, module.channel.fc1.out_features,
                         module.spatial[3].dilation[0], module.combine)
     if kind == "CoordAttention":
         return NaiveCoord(module.channels, module.conv1.out_channels)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from attn2d.capture import capturing
 from attn2d.modules import AttentionMap
 
 
@@ -25,16 +28,23 @@ def activate(module: nn.Module, scale: float = 0.5, seed: int = 0) -> nn.Module:
     return module
 
 
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def attention_maps(module: nn.Module) -> dict[str, AttentionMap]:
     return {name: m for name, m in module.named_modules() if isinstance(m, AttentionMap)}
 
 
 class MapCatcher:
-    """Forward hooks on every AttentionMap; ``maps[name]`` lists what each one saw."""
+    """Capture on and a forward hook on every AttentionMap (as the recorder does);
+    ``maps[name]`` lists what each one saw."""
 
     def __init__(self, module: nn.Module) -> None:
         self.maps: dict[str, list[torch.Tensor]] = {}
         self._handles = []
+        self._capture = capturing(module)
+        self._capture.__enter__()
         for name, point in attention_maps(module).items():
             self.maps[name] = []
             self._handles.append(point.register_forward_hook(self._catch(name)))
@@ -51,3 +61,18 @@ class MapCatcher:
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
+        self._capture.__exit__(None, None, None)
+
+
+class SdpaCalls:
+    """Counts calls of F.scaled_dot_product_attention (the fused, no-N×N route)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = F.scaled_dot_product_attention
+
+        def counting(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(F, "scaled_dot_product_attention", counting)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 import attn2d
+from attn2d.capture import AttentionRecorder
 from attn2d.cli import main
 from attn2d.debug import (
     attention_stats,
@@ -20,7 +24,6 @@ from attn2d.debug import (
     trace_shapes,
 )
 from attn2d.models import create_model
-from attn2d.viz import AttentionRecorder
 
 from .helpers import activate
 from .test_data import write_fashion_mnist
@@ -107,8 +110,11 @@ def test_trace_shapes_lists_every_call_with_shapes_and_removes_hooks():
     assert by_path[""].inputs == "2×1×16×16" and by_path[""].output == "2×10"
     assert by_path["block2.conv"].output == "2×64×8×8"
     assert by_path["block2.attn.spatial_gate.weights"].output == "2×1×8×8"
-    mlp = by_path["block2.attn.channel_gate.mlp"]  # reached through ChannelGate.gate()
-    assert mlp.name == "channel_gate.mlp" and mlp.depth == by_path["block2.attn"].depth + 1
+    gate = by_path["block2.attn.channel_gate"]  # CBAM calls its gates as modules
+    assert (gate.name, gate.inputs, gate.output) == ("channel_gate", "2×64×8×8", "2×64×8×8")
+    assert gate.depth == by_path["block2.attn"].depth + 1
+    mlp = by_path["block2.attn.channel_gate.mlp"]
+    assert mlp.name == "mlp" and mlp.depth == gate.depth + 1
     assert sum(r.params for r in trace.rows) == sum(p.numel() for p in model.parameters())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     text = trace.render()
@@ -121,6 +127,23 @@ def test_trace_shows_both_recurrent_passes():
     rcca = attn2d.create("rcca", 16)
     rows = trace_shapes(rcca, torch.randn(1, 16, 4, 4)).rows
     assert [r.path for r in rows].count("query") == 2
+    assert [r.path for r in rows].count("attention") == 2
+
+
+def test_trace_switches_capture_on_only_when_asked():
+    pam = attn2d.create("pam", 16)
+    x = torch.randn(1, 16, 9, 9)
+    plain = [r.path for r in trace_shapes(pam, x).rows]
+    captured = {r.path: r for r in trace_shapes(pam, x, capture=True).rows}
+    assert "weights" not in plain and not pam.weights.capture
+    assert captured["weights"].output == "1×81×81"
+
+
+def test_importing_debug_loads_no_plotting():
+    code = ("import sys, attn2d.debug; "
+            "assert 'matplotlib' not in sys.modules and 'attn2d.viz' not in sys.modules")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 # -- gradient check --------------------------------------------------------------------------

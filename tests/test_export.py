@@ -8,8 +8,7 @@ criss-cross masks).
 
 TorchScript: ``torch.jit.trace`` works for every mechanism and is tested.
 ``torch.jit.script`` is not supported (PyTorch 2.14 also marks it deprecated): the input
-checks build f-string messages and :class:`AttentionMap` exposes a Python property
-(``listening``), neither of which the TorchScript compiler accepts.
+checks build f-string messages, which the TorchScript compiler does not accept.
 """
 
 from __future__ import annotations

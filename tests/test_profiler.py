@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
+from attn2d.capture import capturing
 from attn2d.cli import main
 from attn2d.models import create_model
 from attn2d.profiler import FLOP_FORMULAS, count_macs, profile
@@ -45,12 +46,11 @@ def test_nonlocal_costs_the_same_on_the_fast_and_the_explicit_path():
     n = h * w
     module = attn2d.create("nonlocal", c)
     fast = profile(module, (c, h, w), timing_runs=0)
-    handle = module.weights.register_forward_hook(lambda *args: None)  # forces the N×N map
-    explicit = profile(module, (c, h, w), timing_runs=0)
-    handle.remove()
+    with capturing(module):  # the explicit N×N map
+        explicit = profile(module, (c, h, w), timing_runs=0)
     assert fast.total.macs == explicit.total.macs == nonlocal_macs(c, n)
     assert fast.total.elementwise == explicit.total.elementwise
-    # the fast path really ran (profiling did not make the map listen): no N×N written
+    # the fast path really ran (profiling did not switch capture on): no N×N written
     assert explicit.total.bytes_written - fast.total.bytes_written >= n * n * 4
 
 
@@ -152,3 +152,32 @@ def test_cli_params_table(capsys):
     assert rows["se"]["placement"] == "block" and rows["nonlocal"]["placement"] == "stage"
     assert int(rows["se"]["delta_params"]) == sum(
         2 * c * (c // 16) + c // 16 + c for c in (32, 64, 128))
+
+
+def test_cbam_gates_are_rows_in_call_order_with_their_shapes(capsys):
+    argv = ["profile", "small_cnn", "--attention", "cbam", "--input", "1x28x28", "--depth", "3",
+            "--runs", "0", "--format", "json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    paths = [r["path"] for r in rows]
+    block = paths[paths.index("block2"):paths.index("block3")]
+    assert block == ["block2", "block2.conv", "block2.bn", "block2.attn.channel_gate",
+                     "block2.attn.spatial_gate"]
+    gates = {r["path"]: r for r in rows if r["path"].startswith("block2.attn.")}
+    for gate in gates.values():
+        assert gate["input_shape"] == gate["output_shape"] == "1x64x14x14"
+        assert gate["macs"] > 0
+
+
+def test_module_macs_are_their_own_and_sum_to_the_flop_counter_total():
+    rcca = attn2d.create("rcca", 16)
+    report = profile(rcca, (16, 6, 5), timing_runs=0)
+    rows = {r.path: r for r in report.rows}
+    n, hidden = 6 * 5, 2
+    assert rows["query"].macs == 2 * n * 16 * hidden  # two passes
+    assert rows["attention"].calls == 2
+    # per pass: row and column energies and the weighted sums, each n·(W + H)·width
+    assert rows["attention"].macs == 2 * (n * (5 + 6) * hidden + n * (5 + 6) * 16)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        rcca.eval()(torch.randn(1, 16, 6, 5))
+    assert report.total.macs == counter.get_total_flops() // 2

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from torch import nn
 
 import attn2d
-from attn2d.registry import is_mechanism
+from attn2d.models import create_model
+from attn2d.registry import is_mechanism, outermost_mechanisms
 
 
 def test_create_from_plain_name_and_from_spec_with_keywords():
@@ -70,8 +74,13 @@ BAD_SPECS = [
      ["must be a literal"]),
     (lambda: attn2d.create("se(**{'reduction': 2})", 64), ValueError, ["'**' is not allowed"]),
     (lambda: attn2d.create("", 64), ValueError, ["malformed spec"]),
-    (lambda: attn2d.create(None, 64), TypeError, ["expected a spec string"]),
+    (lambda: attn2d.create(None, 64), TypeError, ["expected a mechanism name or spec string"]),
     (lambda: attn2d.get(7), TypeError, ["expected a mechanism name"]),
+    (lambda: attn2d.create("cbam(reduction=8, reduction=4)", 64), ValueError,
+     ["expected each keyword once", "'reduction' twice"]),
+    (lambda: attn2d.get("se")(64, redution=8), ValueError,
+     ["unknown keyword", "did you mean 'reduction'"]),
+    (lambda: attn2d.get("se(redution=8)"), ValueError, ["unknown keyword", "'redution'"]),
 ]
 
 
@@ -81,6 +90,8 @@ def test_bad_spec_gives_a_clear_error(call, error, fragments):
         call()
     for fragment in fragments:
         assert fragment in str(info.value)
+    # the form the CLI turns into one line: "attn2d: expected|unknown|malformed …"
+    assert re.match(r"attn2d: (expected|unknown|malformed) ", str(info.value)), info.value
 
 
 def test_spec_is_never_evaluated(tmp_path):
@@ -88,3 +99,26 @@ def test_spec_is_never_evaluated(tmp_path):
     with pytest.raises(ValueError):
         attn2d.create(f"se(reduction=open({str(marker)!r}, 'w'))", 64)
     assert not marker.exists()
+
+
+def test_create_is_get_then_call():
+    torch.manual_seed(0)
+    made = attn2d.create("cbam(reduction=8)", 32, spatial_kernel=3)
+    torch.manual_seed(0)
+    got = attn2d.get("cbam(reduction=8)")(32, spatial_kernel=3)
+    assert repr(made) == repr(got)
+    for (k, a), (_, b) in zip(made.state_dict().items(), got.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_outermost_mechanisms_skip_nested_ones():
+    model = create_model("small_cnn", attention="danet", placement="stage", in_channels=1)
+    found = outermost_mechanisms(model)
+    assert [type(m).__name__ for _, m in found] == ["DualAttention"] * len(found) and found
+    paths = [p for p, _ in found]
+    assert all(not q.startswith(f"{p}.") for p in paths for q in paths)
+    assert all(f"{p}.position" in dict(model.named_modules()) for p in paths)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), attn2d.create("cbam", 4))
+    assert outermost_mechanisms(plain) == [("1", plain[1])]
+    mechanism = attn2d.create("danet", 8)
+    assert outermost_mechanisms(mechanism) == [("", mechanism)]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import attn2d
@@ -80,16 +78,16 @@ def test_cbam_output_is_input_times_channel_then_spatial_capture():
     torch.testing.assert_close(y.detach(), x * c[:, :, None, None] * s)
 
 
-def test_hooks_removed_on_exit_and_listening_goes_back_to_false():
+def test_hooks_removed_and_capture_switched_off_on_exit():
     model = create_model("small_cnn", attention="danet", in_channels=1).eval()
     points = [m for m in model.modules() if isinstance(m, AttentionMap)]
-    assert points and not any(p.listening for p in points)
+    assert points and not any(p.capture for p in points)
     with AttentionRecorder(model):
-        assert all(p.listening for p in points)
-    assert not any(p.listening for p in points) and no_hooks_left(model)
+        assert all(p.capture for p in points)
+    assert not any(p.capture for p in points) and no_hooks_left(model)
     with pytest.raises(RuntimeError), AttentionRecorder(model):  # hooks go even on errors
         raise RuntimeError("boom")
-    assert no_hooks_left(model)
+    assert no_hooks_left(model) and not any(p.capture for p in points)
 
 
 def test_position_map_is_built_only_while_recording_and_changes_nothing():
@@ -104,7 +102,7 @@ def test_position_map_is_built_only_while_recording_and_changes_nothing():
     torch.testing.assert_close(slow, fast, atol=1e-5, rtol=1e-4)
 
 
-def test_danet_maps_know_their_feature_size_though_branches_run_through_attend():
+def test_danet_maps_know_their_feature_size():
     danet = attn2d.create("danet", 16).eval()
     with AttentionRecorder(danet) as rec:
         danet(torch.randn(1, 16, 3, 5))
@@ -121,10 +119,11 @@ def test_rcca_map_is_kept_once_per_pass_in_order():
         rcca(x)
     assert len(rec.forwards) == 2  # each model call starts a new list
     assert [(r.kind, r.call) for r in rec.records] == [("criss-cross", 0), ("criss-cross", 1)]
-    first, second = rec.maps[("", "criss-cross")]
+    first, second = rec.maps[("attention", "criss-cross")]
     assert first.shape == second.shape == (2, 4, 6, 10)
     assert not torch.allclose(first, second)  # γ ≠ 0: the second pass sees new features
-    assert [r.label for r in rec.records] == ["<root>:criss-cross", "<root>:criss-cross#2"]
+    assert [r.label for r in rec.records] == ["attention:criss-cross", "attention:criss-cross#2"]
+    assert [r.feature_size for r in rec.records] == [(4, 6), (4, 6)]
     merged = rec.merged()
     assert [tuple(r.tensor.shape) for r in merged] == [(4, 4, 6, 10), (4, 4, 6, 10)]
 
@@ -135,7 +134,7 @@ def test_recorder_kinds_filter_leaves_other_maps_silent():
         model(torch.randn(1, 1, 16, 16))
         silent = [m for m in model.modules()
                   if isinstance(m, AttentionMap) and m.kind == "position"]
-        assert silent and not any(m.listening for m in silent)
+        assert silent and not any(m.capture for m in silent)
     assert {r.kind for r in rec.records} == {"channel-affinity"}
 
 
@@ -176,7 +175,7 @@ def test_criss_cross_query_is_zero_off_row_and_column_and_composition_is_not():
     rcca = activate(attn2d.create("rcca", 8)).double().eval()
     with AttentionRecorder(rcca) as rec:
         rcca(torch.randn(1, 8, 5, 4, dtype=torch.float64))
-    a1, a2 = (t[0] for t in rec.maps[("", "criss-cross")])
+    a1, a2 = (t[0] for t in rec.maps[("attention", "criss-cross")])
     q = (2, 1)
     one = criss_cross_query(a1, q)
     off = torch.ones(5, 4, dtype=torch.bool)
@@ -315,4 +314,3 @@ def test_query_marker_cells_match_the_map_grid():
 
     assert _feature_cell((13, 2), (16, 16), (4, 4)) == (3, 0)
     assert _feature_cell((27, 27), (28, 28), (3, 3)) == (2, 2)
-    assert np.isclose(F.interpolate(torch.ones(1, 1, 2, 2), size=(4, 4)).sum().item(), 16)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,9 +23,9 @@ from torch import Tensor, nn
 from torch.autograd.gradcheck import GradcheckError
 from torch.func import functional_call
 
+from .capture import DISTRIBUTION_KINDS, AttentionRecorder, MapRecord, capturing
 from .registry import create
 from .tables import Table
-from .viz.record import DISTRIBUTION_KINDS, AttentionRecorder, MapRecord
 
 __all__ = [
     "GradcheckReport",
@@ -45,9 +46,8 @@ __all__ = [
 class ShapeRow:
     """One module call: its path (``""`` is the model), class, and the shapes it saw.
 
-    ``depth`` is the call nesting and ``name`` the path relative to the calling module's,
-    so a submodule reached through a method (CBAM's ``channel_gate.gate(x)``) still shows
-    where it lives: ``channel_gate.mlp``.
+    ``depth`` is the call nesting and ``name`` the path relative to the calling module's;
+    a submodule called by a module other than its parent shows its path from that caller.
     """
 
     path: str
@@ -87,15 +87,20 @@ class ShapeTrace:
     __str__ = render
 
 
-def trace_shapes(model: nn.Module, *inputs: Any, include_maps: bool = True) -> ShapeTrace:
+def trace_shapes(
+    model: nn.Module, *inputs: Any, include_maps: bool = True, capture: bool = False
+) -> ShapeTrace:
     """Run ``model(*inputs)`` once (no grad) and list every module call in call order.
+
+    Tracing runs the model's own path: hooks never switch capture on, so position and
+    criss-cross taps stay silent (their fast paths never form the map) unless ``capture``.
 
     Args:
         model: the model (its train/eval mode is kept).
         inputs: the forward arguments, e.g. one (B, C, H, W) tensor.
-        include_maps: also hook :class:`~attn2d.AttentionMap` points. Hooking them makes
-            modules with a fast path build their explicit map (as visualisation does), so
-            ``False`` traces the fast path itself.
+        include_maps: also list the :class:`~attn2d.AttentionMap` taps that fire.
+        capture: switch capture on for the pass (:func:`attn2d.capture.capturing`), so the
+            explicit position and criss-cross maps are built and their taps listed.
 
     Params are each module's own (not recursive), so the column sums to the model total.
     """
@@ -129,7 +134,7 @@ def trace_shapes(model: nn.Module, *inputs: Any, include_maps: bool = True) -> S
                 continue
             handles.append(module.register_forward_pre_hook(enter(path)))
             handles.append(module.register_forward_hook(leave))
-        with torch.no_grad():
+        with torch.no_grad(), capturing(model) if capture else contextlib.nullcontext():
             model(*inputs)
     finally:
         for handle in handles:

@@ -1,14 +1,16 @@
 """Per-module cost of a mechanism or a model: shapes, parameters, MACs, elementwise work,
 memory and measured time.
 
-Counting runs one forward pass under a :class:`~torch.utils._python_dispatch.TorchDispatchMode`
-that sees every ATen operator, and attributes each operator to the innermost module running
+Counting runs one forward pass under :class:`~torch.utils.flop_counter.FlopCounterMode` for
+the MACs, and under a :class:`~torch.utils._python_dispatch.TorchDispatchMode` that sees
+every ATen operator for the rest, attributing each operator to the innermost module running
 it (forward hooks on every module). Conventions:
 
-- **MACs**: multiply-accumulates of convolutions, matrix products and attention, from the
-  formulas of :mod:`torch.utils.flop_counter` (FLOPs / 2, the papers' "FLOPs"), plus
-  :data:`FLOP_FORMULAS` for the CPU attention kernel that PyTorch does not count. Biases
-  are not MACs (they are elementwise).
+- **MACs**: multiply-accumulates of convolutions, matrix products and attention, counted by
+  ``FlopCounterMode`` (FLOPs / 2, the papers' "FLOPs") with :data:`FLOP_FORMULAS` for the
+  CPU attention kernel that PyTorch does not count; a module's own MACs are its total from
+  the counter's module tracking less its children's. Biases are not MACs (they are
+  elementwise).
 - **Elementwise**: one op per output element of pointwise ops (add, multiply, sigmoid,
   ReLU, bias adds, ...); one per input element of reductions (mean, sum, max; 3 for
   var/std); one per window element of pooling; softmax 5 per element (max, subtract, exp,
@@ -22,9 +24,8 @@ it (forward hooks on every module). Conventions:
 - **Time**: share of the measured forward time spent in the row's own code.
 
 Each operator and parameter is counted in exactly one row: the deepest shown module that
-ran or owns it, so the total row is the sum of the rows. Modules are hooked one by one and
-:class:`~attn2d.modules.AttentionMap` never is, so profiling does not switch a mechanism to
-its explicit, listening path (``FlopCounterMode`` installs global hooks, which do).
+ran or owns it, so the total row is the sum of the rows. Profiling never switches capture
+on (see :mod:`attn2d.capture`): a mechanism runs its own fast path.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
-from torch.utils.flop_counter import shape_wrapper as _shape_wrapper
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ._io import write_atomic
 from ._shape import parse_shape
@@ -87,7 +87,12 @@ FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
     aten._scaled_dot_product_fused_attention_overrideable: _sdpa_cpu_flop,
 }
 
-_MAC_FORMULAS = {**flop_registry, **{k: _shape_wrapper(v) for k, v in FLOP_FORMULAS.items()}}
+
+
+def _flop_counter() -> FlopCounterMode:
+    return FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+
+
 _ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu,
               aten._scaled_dot_product_fused_attention_overrideable,
               aten._scaled_dot_product_flash_attention,
@@ -197,12 +202,14 @@ def _shapes(tree: object) -> str:
 
 
 class _Counter(TorchDispatchMode):
-    """Adds every ATen call's cost to the module on top of ``stack``."""
+    """Adds every ATen call's elementwise work and bytes to the module on top of ``stack``;
+    ``formulas`` are the ops the MAC counter knows."""
 
     def __init__(self, stats: dict[str, _Stats], stack: list[str],
-                 uncounted: dict[str, int]) -> None:
+                 uncounted: dict[str, int], formulas: dict[Any, Any]) -> None:
         super().__init__()
         self.stats, self.stack, self.uncounted = stats, stack, uncounted
+        self.formulas = formulas
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
@@ -213,11 +220,8 @@ class _Counter(TorchDispatchMode):
             return out
         s = self.stats[self.stack[-1]]
         name = func._overloadpacket.__name__
-        formula = _MAC_FORMULAS.get(func._overloadpacket)
-        if formula is not None:
-            s.macs += formula(*args, **kwargs, out_val=out) // 2
         ew = _elementwise(func, name, args, kwargs, out)
-        if ew is None and formula is None and _tensors(out):
+        if ew is None and func._overloadpacket not in self.formulas and _tensors(out):
             self.uncounted[name] = self.uncounted.get(name, 0) + 1
         s.elementwise += ew or 0
         s.read += sum(_read_bytes(t) for t in _tensors((args, kwargs)))
@@ -226,9 +230,25 @@ class _Counter(TorchDispatchMode):
 
 
 def _hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    # An AttentionMap that is hooked starts "listening" and its owner takes the explicit
-    # path, so maps are never hooked; they are identities and cost nothing.
+    # Taps are identities: hooked, each would count the weights it passes on as an output
+    # of its own, although the weights are their owner's working memory.
     return [(p, m) for p, m in model.named_modules() if not isinstance(m, AttentionMap)]
+
+
+def _own_macs(model: nn.Module, counter: FlopCounterMode) -> dict[str, int]:
+    """Each module's MACs less its children's, from the counter's per-module totals (keyed
+    by the root's class name and the module path)."""
+    totals = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+
+    def total(path: str) -> int:
+        return totals.get(f"{root}.{path}" if path else root, 0)
+
+    own = {}
+    for path, module in model.named_modules():
+        children = (f"{path}.{name}" if path else name for name, _ in module.named_children())
+        own[path] = (total(path) - sum(total(c) for c in children)) // 2
+    return own
 
 
 def _run_counted(
@@ -285,12 +305,16 @@ def _run_counted(
         handles.append(module.register_forward_hook(post(path), always_call=True))
     uncounted: dict[str, int] = {}
     forward_s = math.nan
+    counter = _flop_counter()
     try:
         with torch.no_grad():
             stack.append("")  # ops outside any module's own code: the root row
-            with _Counter(stats, stack, uncounted):
+            with counter, _Counter(stats, stack, uncounted, counter.flop_registry):
                 model(x)
             keep.clear()
+            for path, macs in _own_macs(model, counter).items():
+                if macs:
+                    stats[path].macs = macs
             if timing_runs > 0:
                 timing = True
                 model(x)  # warm-up
@@ -477,8 +501,14 @@ def count_macs(model: nn.Module, input_or_shape: Tensor | Sequence[int] | str) -
     ``input_or_shape`` is a tensor or a shape: (C, H, W) means a batch of one.
     """
     x = _input_for(model, input_or_shape)
-    stats, _, _ = _with_mode(model, False, lambda: _run_counted(model, x, timing_runs=0))
-    return sum(s.macs for s in stats.values())
+    counter = _flop_counter()
+
+    def run() -> None:
+        with counter, torch.no_grad():
+            model(x)
+
+    _with_mode(model, False, run)
+    return counter.get_total_flops() // 2
 
 
 def profile(

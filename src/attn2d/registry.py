@@ -17,7 +17,17 @@ from torch import nn
 
 from .modules import channel, hybrid, position, spatial
 
-__all__ = ["LayerFactory", "Mechanism", "available", "create", "get", "is_mechanism", "parse_spec"]
+__all__ = [
+    "LayerFactory",
+    "Mechanism",
+    "available",
+    "create",
+    "get",
+    "is_mechanism",
+    "lookup",
+    "outermost_mechanisms",
+    "parse_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -111,11 +121,12 @@ def _lookup(name: str) -> Mechanism:
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``"name(key=literal, ...)"`` into the name and its keyword arguments.
 
-    Values must be Python literals (numbers, strings, booleans, None, tuples, lists).
+    Values must be Python literals (numbers, strings, booleans, None, tuples, lists), and
+    each keyword may appear once.
     """
     if not isinstance(spec, str):
-        raise TypeError(f"attn2d: expected a spec string such as 'cbam(reduction=8)', got "
-                        f"{type(spec).__name__}")
+        raise TypeError(f"attn2d: expected a mechanism name or spec string such as "
+                        f"'cbam(reduction=8)', got {type(spec).__name__}")
     match = _SPEC.match(spec)
     if match is None:
         raise ValueError(f"attn2d: malformed spec {spec!r}; expected 'name' or "
@@ -129,17 +140,22 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"attn2d: malformed arguments in spec {spec!r}: {err.msg}") from None
     assert isinstance(call, ast.Call)
     if call.args:
-        raise ValueError(f"attn2d: spec {spec!r} has positional arguments; expected "
-                         "keywords only, e.g. 'se(reduction=8)'")
+        raise ValueError(f"attn2d: expected keywords only in spec {spec!r}, got positional "
+                         "arguments; e.g. 'se(reduction=8)'")
     kwargs: dict[str, Any] = {}
     for kw in call.keywords:
         if kw.arg is None:
-            raise ValueError(f"attn2d: spec {spec!r}: '**' is not allowed")
+            raise ValueError(f"attn2d: expected key=value keywords in spec {spec!r}; "
+                             "'**' is not allowed")
+        if kw.arg in kwargs:
+            raise ValueError(f"attn2d: expected each keyword once in spec {spec!r}, got "
+                             f"{kw.arg!r} twice")
         try:
             kwargs[kw.arg] = ast.literal_eval(kw.value)
         except ValueError:
-            raise ValueError(f"attn2d: spec {spec!r}: the value of {kw.arg!r} must be a "
-                             f"literal, got {ast.unparse(kw.value)!r}") from None
+            raise ValueError(f"attn2d: expected a literal value for {kw.arg!r} in spec "
+                             f"{spec!r}, got {ast.unparse(kw.value)!r} (values must be a "
+                             "literal: a number, string, bool, None, tuple or list)") from None
     return name, kwargs
 
 
@@ -151,17 +167,21 @@ def _keyword_names(mechanism: Mechanism) -> list[str]:
 class LayerFactory:
     """A mechanism with some keywords bound, called like its class: ``factory(channels)``.
 
-    Also takes the ``device``/``dtype`` keywords that layer factories receive (timm passes
-    them to ``attn_layer``), so ``attn2d.get("cbam")`` plugs into other libraries' blocks.
+    Keywords given to the call override the bound ones, and are checked the same way. Also
+    takes the ``device``/``dtype`` keywords that layer factories receive (timm passes them
+    to ``attn_layer``), so ``attn2d.get("cbam")`` plugs into other libraries' blocks.
     """
 
     def __init__(self, mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
+        _check_keywords(mechanism, kwargs)
+        self.mechanism = mechanism
         self.cls = mechanism.cls
         self.name = mechanism.name
         self.kwargs = {**mechanism.defaults, **kwargs}
 
     def __call__(self, channels: int, *, device: Any = None, dtype: Any = None,
                  **kwargs: Any) -> nn.Module:
+        _check_keywords(self.mechanism, kwargs)
         module = self.cls(channels, **{**self.kwargs, **kwargs})
         if device is not None or dtype is not None:
             module.to(device=device, dtype=dtype)
@@ -174,12 +194,8 @@ class LayerFactory:
 
 def get(name: str) -> LayerFactory:
     """A layer factory for a name or spec: ``get("se")(64)``, ``get("cbam(reduction=8)")``."""
-    if not isinstance(name, str):
-        raise TypeError(f"attn2d.get: expected a mechanism name, got {type(name).__name__}")
     spec_name, kwargs = parse_spec(name)
-    mechanism = _lookup(spec_name)
-    _check_keywords(mechanism, kwargs)
-    return LayerFactory(mechanism, kwargs)
+    return LayerFactory(_lookup(spec_name), kwargs)
 
 
 def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
@@ -192,13 +208,11 @@ def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
 def create(spec: str, channels: int, **overrides: Any) -> nn.Module:
     """Build a mechanism from a spec string for ``channels`` input channels.
 
+    ``create(spec, channels, **overrides)`` is ``get(spec)(channels, **overrides)``.
+
     >>> create("cbam(reduction=8, spatial_kernel=3)", 64)  # doctest: +SKIP
     """
-    name, kwargs = parse_spec(spec)
-    mechanism = _lookup(name)
-    kwargs.update(overrides)
-    _check_keywords(mechanism, kwargs)
-    return mechanism.cls(channels, **{**mechanism.defaults, **kwargs})
+    return get(spec)(channels, **overrides)
 
 
 def available() -> list[Mechanism]:
@@ -211,6 +225,20 @@ def lookup(name: str) -> Mechanism:
     return _lookup(parse_spec(name)[0])
 
 
+_CLASSES = tuple({m.cls: None for m in _TABLE.values()})
+
+
 def is_mechanism(module: nn.Module) -> bool:
     """True for instances of any registered mechanism class."""
-    return isinstance(module, tuple({m.cls for m in _TABLE.values()}))
+    return isinstance(module, _CLASSES)
+
+
+def outermost_mechanisms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of every registered mechanism not nested in another one, in
+    ``model.named_modules()`` order (DANet's branches belong to the DANet block)."""
+    found: list[tuple[str, nn.Module]] = []
+    for path, module in model.named_modules():  # pre-order: ancestors come first
+        if is_mechanism(module) and not any(path.startswith(f"{p}.") or p == ""
+                                            for p, _ in found):
+            found.append((path, module))
+    return found

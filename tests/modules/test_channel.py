@@ -6,39 +6,14 @@ import pytest
 import torch
 
 from attn2d.modules import ChannelGate, EfficientChannelAttention, SqueezeExcite, eca_kernel_size
-from tests.helpers import MapCatcher, activate
+from tests.helpers import MapCatcher, activate, n_params
+from tests.modules.references_gates import (
+    channel_gate_weights_by_hand,
+    mlp_by_matmuls,
+    pool_by_hand,
+)
 
 DOUBLE = torch.float64
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def mlp_by_matmuls(pooled: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear):
-    """Linear → ReLU → Linear on (B, C) rows, as plain matrix algebra."""
-    hidden = (pooled @ fc1.weight.T + fc1.bias).clamp(min=0)
-    return hidden @ fc2.weight.T + fc2.bias
-
-
-def pool_by_hand(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """One CBAM descriptor per (sample, channel) over its H·W values, the textbook way."""
-    flat = x.flatten(2)
-    if kind == "avg":
-        return flat.sum(-1) / flat.shape[-1]
-    if kind == "max":
-        return flat.max(-1).values
-    if kind == "lp":  # F.lp_pool2d with p=2 over the whole map: the L2 norm
-        return flat.pow(2).sum(-1).sqrt()
-    if kind == "lse":
-        return flat.exp().sum(-1).log()
-    raise AssertionError(kind)
-
-
-def channel_gate_weights_by_hand(gate: ChannelGate, x: torch.Tensor, pools) -> torch.Tensor:
-    """σ(Σ_pools MLP(pool(x))): one shared MLP, raw outputs summed before the sigmoid."""
-    fc1, fc2 = gate.mlp[0], gate.mlp[2]
-    return torch.sigmoid(sum(mlp_by_matmuls(pool_by_hand(x, p), fc1, fc2) for p in pools))
 
 
 # --- Squeeze-and-Excitation ------------------------------------------------------------

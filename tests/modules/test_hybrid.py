@@ -8,12 +8,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
 from attn2d.modules import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
-from tests.helpers import MapCatcher, activate
-from tests.modules.test_channel import channel_gate_weights_by_hand, mlp_by_matmuls
-from tests.modules.test_spatial import (
+from tests.helpers import MapCatcher, activate, n_params
+from tests.modules.references_gates import (
     batch_norm_by_hand,
+    channel_gate_weights_by_hand,
     conv_by_shifts,
-    n_params,
+    mlp_by_matmuls,
     spatial_map_by_hand,
 )
 
@@ -184,9 +184,10 @@ def test_dynamic_cbam_mixtures_sum_to_one_and_maps_are_the_ones_applied():
 
 def bam_by_hand(module: BAM, x, combine: str):
     """(1 + σ(Mc ⊕ Ms))·x with both branches written as matmuls and shifted sums."""
-    mc = x.mean((2, 3)) @ module.channel_fc1.weight.T + module.channel_fc1.bias
-    mc = batch_norm_by_hand(mc, module.channel_bn).clamp(min=0)
-    mc = mc @ module.channel_fc2.weight.T + module.channel_fc2.bias
+    fc1, bn, fc2 = module.channel.fc1, module.channel.bn, module.channel.fc2
+    mc = x.mean((2, 3)) @ fc1.weight.T + fc1.bias
+    mc = batch_norm_by_hand(mc, bn).clamp(min=0)
+    mc = mc @ fc2.weight.T + fc2.bias
     reduce, bn0, _, dil1, bn1, _, dil2, bn2, _, final = module.spatial
     s = batch_norm_by_hand(conv_by_shifts(x, reduce.weight, bias=reduce.bias), bn0).clamp(min=0)
     for conv, bn in ((dil1, bn1), (dil2, bn2)):
@@ -214,12 +215,12 @@ def test_bam_matches_reference_on_any_map(combine, shape, training):
 
 def test_bam_batch_of_one_in_training_uses_and_keeps_running_statistics():
     module = activate(BAM(16, reduction=4)).double().train()
-    before = module.channel_bn.running_mean.clone()
+    before = module.channel.bn.running_mean.clone()
     y = module(torch.randn(1, 16, 5, 5, dtype=DOUBLE))
     assert torch.isfinite(y).all()
-    assert torch.equal(module.channel_bn.running_mean, before)
+    assert torch.equal(module.channel.bn.running_mean, before)
     module(torch.randn(2, 16, 5, 5, dtype=DOUBLE))  # a real batch updates them as usual
-    assert not torch.equal(module.channel_bn.running_mean, before)
+    assert not torch.equal(module.channel.bn.running_mean, before)
 
 
 def test_bam_parameter_count_is_closed_form():
@@ -238,6 +239,16 @@ def test_bam_hook_sees_the_elementwise_weights_applied():
     assert weights.shape == x.shape
     torch.testing.assert_close(y, x * weights)
 
+
+def test_bam_loads_weights_saved_with_the_flat_channel_layers():
+    source = activate(BAM(16, reduction=4))
+    flat = {k.replace("channel.fc1.", "channel_fc1.").replace("channel.bn.", "channel_bn.")
+            .replace("channel.fc2.", "channel_fc2."): v for k, v in source.state_dict().items()}
+    assert "channel_fc1.weight" in flat and "channel_bn.running_mean" in flat
+    target = BAM(16, reduction=4)
+    target.load_state_dict(flat)  # strict: every old key finds its new place
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
 
 # --- Coordinate attention ------------------------------------------------------------
 

@@ -11,9 +11,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import attn2d
+from attn2d.capture import capturing
 from attn2d.modules import (
     ChannelSelfAttention,
     CrissCrossAttention,
@@ -23,7 +23,7 @@ from attn2d.modules import (
     NonLocal2d,
     PositionAttention,
 )
-from tests.helpers import MapCatcher, activate
+from tests.helpers import MapCatcher, SdpaCalls, activate, n_params
 from tests.modules.references_position import (
     as_rows,
     batch_norm_eval,
@@ -44,20 +44,6 @@ def double(module: torch.nn.Module) -> torch.nn.Module:
 
 def x64(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, dtype=torch.float64)
-
-
-class SdpaCalls:
-    """Counts calls of F.scaled_dot_product_attention (the fused, no-N×N route)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        original = F.scaled_dot_product_attention
-
-        def counting(*args, **kwargs):
-            self.count += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
 
 
 # --- references ------------------------------------------------------------------------------
@@ -132,7 +118,7 @@ def test_criss_cross_matches_row_column_loop(recurrence):
     expected, maps = criss_cross_by_loops(m, x)
     with MapCatcher(m) as catcher:
         torch.testing.assert_close(m(x), expected)
-    seen = catcher.maps["weights"]
+    seen = catcher.maps["attention.weights"]
     assert len(seen) == recurrence
     for got, want in zip(seen, maps):
         assert got.shape == (2, 5, 7, 7 + 5)
@@ -154,7 +140,7 @@ def test_criss_cross_map_rows_sum_to_one_and_count_the_centre_once():
     h, w = 6, 9
     with MapCatcher(m) as catcher:
         m(torch.randn(3, 16, h, w))
-    (amap,) = catcher.maps["weights"]
+    (amap,) = catcher.maps["attention.weights"]
     torch.testing.assert_close(amap.sum(-1), torch.ones(3, h, w))
     column = amap[..., w:]
     centre = column[:, torch.arange(h), :, torch.arange(h)]  # (H, B, W): pixel (i, j), row i
@@ -277,7 +263,7 @@ def test_criss_cross_map_reconstructs_the_output():
     x = x64(2, 8, 4, 6)
     with MapCatcher(m) as catcher:
         y = m(x)
-    (amap,) = catcher.maps["weights"]
+    (amap,) = catcher.maps["attention.weights"]
     v = conv1x1(x, m.value)
     row = torch.einsum("bijk,bcik->bcij", amap[..., :6], v)
     col = torch.einsum("bijk,bckj->bcij", amap[..., 6:], v)
@@ -285,12 +271,13 @@ def test_criss_cross_map_reconstructs_the_output():
 
 
 def test_a_hook_that_replaces_the_map_changes_the_output_accordingly():
-    # The weights returned through the AttentionMap are the ones applied.
+    # While capturing, the weights returned through the AttentionMap are the ones applied.
     m = double(PositionAttention(8))
     x = x64(1, 8, 3, 4)
     uniform = torch.full((1, 12, 12), 1 / 12, dtype=torch.float64)
     handle = m.weights.register_forward_hook(lambda *_: uniform)
-    y = m(x)
+    with capturing(m):
+        y = m(x)
     handle.remove()
     mean_value = conv1x1(x, m.value).mean((2, 3), keepdim=True)
     torch.testing.assert_close(y - x, m.gamma * mean_value.expand_as(x))
@@ -354,10 +341,6 @@ def test_bf16_autocast_keeps_fused_attention_close():
 
 def conv_params(cin: int, cout: int, bias: bool = True, k: int = 1) -> int:
     return cin * cout * k * k + (cout if bias else 0)
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def test_parameter_counts_at_64_channels():

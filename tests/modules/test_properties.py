@@ -80,9 +80,9 @@ def test_attention_maps_are_hooked_and_released(name):
     points = attention_maps(module)
     assert points, f"{name} exposes no AttentionMap"
     with MapCatcher(module) as catcher:
-        assert all(p.listening for p in points.values())
+        assert all(p.capture for p in points.values())
         module(torch.randn(2, 16, 6, 7))
-    assert not any(p.listening for p in points.values())
+    assert not any(p.capture for p in points.values())
     assert all(len(seen) >= 1 for seen in catcher.maps.values()), catcher.maps.keys()
     for seen in catcher.maps.values():
         for weights in seen:

@@ -1,4 +1,4 @@
-"""Pieces every mechanism shares: the hook point, width rules and input checks.
+"""Pieces every mechanism shares: the base class, the tap, width rules and input checks.
 
 Every check raises ``ValueError``/``TypeError`` worded ``"<module>: expected …, got …"``
 so a user sees which block rejected what, before any PyTorch op fails.
@@ -7,6 +7,7 @@ so a user sees which block rejected what, before any PyTorch op fails.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -14,23 +15,31 @@ from torch import Tensor, nn
 
 __all__ = [
     "AttentionMap",
+    "AttentionModule",
     "BatchNorm1d",
     "BatchNorm2d",
+    "as_child",
     "check_choice",
     "check_flag",
     "check_odd_kernel",
     "check_positive_int",
     "expect_feature_map",
     "hidden_width",
+    "reset_layers",
 ]
 
 
 class AttentionMap(nn.Identity):
-    """Identity that marks the attention weights a module applies.
+    """Identity that marks the attention weights a module applies: a *tap*.
 
-    A forward hook on it sees exactly the tensor that scales the features, so maps can be
-    read without changing the module. Modules whose fast path never materialises a map
-    ask :attr:`listening` and build the explicit map only when someone is hooked in.
+    A forward hook on a tap sees exactly the tensor that scales the features, so maps can be
+    read without changing the module. Gates (every kind but ``"position"`` and
+    ``"criss-cross"``) pass their weights through their tap on every call: they are small and
+    computed anyway. Position and criss-cross maps (N×N, or H·W·(H + W)) exist only on an
+    explicit path that the fast path avoids, so their owner builds them and passes them
+    through the tap only while :attr:`capture` is on. Registering a hook does not switch it
+    on, and neither does any global hook or profiler; :func:`attn2d.capture.capturing` and
+    :class:`attn2d.capture.AttentionRecorder` do.
 
     Args:
         kind: what the map is: ``"channel"`` (B, C), ``"spatial"`` (B, 1, H, W),
@@ -40,24 +49,74 @@ class AttentionMap(nn.Identity):
             column), ``"elementwise"`` (B, C, H, W) (BAM, SimAM), ``"height"`` (B, C, H, 1) and
             ``"width"`` (B, C, 1, W) (coordinate and triplet attention), or ``"mixture"`` (K,) for
             softmax weights over branches.
+
+    Attributes:
+        capture: build the explicit map and pass it through this tap (default False).
     """
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
-
-    @property
-    def listening(self) -> bool:
-        """True when a forward hook (module-local or global) would see this map."""
-        return bool(
-            self._forward_hooks
-            or self._forward_pre_hooks
-            or nn.modules.module._global_forward_hooks
-            or nn.modules.module._global_forward_pre_hooks
-        )
+        self.capture = False
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}" + (", capture=True" if self.capture else "")
+
+
+def reset_layers(module: nn.Module) -> None:
+    """Re-initialise every layer below ``module`` with its own ``reset_parameters``.
+
+    Children are visited in registration order, a child without ``reset_parameters`` (a
+    Sequential) by its own children, so the random draws come in the order construction made
+    them.
+    """
+    for child in module.children():
+        reset = getattr(child, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            reset_layers(child)
+
+
+class AttentionModule(nn.Module):
+    """Base of every mechanism: one input check at the outer entry, and re-initialisation.
+
+    Subclasses set :attr:`owner` (the name errors give) and ``self.channels``, call
+    :meth:`expect_input` first in ``forward``, and put their own initialisation (zero γ, a
+    zero last layer) in :meth:`_init_weights`, which their ``__init__`` calls last.
+
+    Attributes:
+        check_input: check the input in ``forward``. A composite turns it off on the
+            children it builds (:func:`as_child`): it has checked the input already.
+    """
+
+    owner = "attn2d"
+    check_input = True
+    channels: int | None
+
+    def expect_input(self, x: object) -> None:
+        """Check that ``x`` is a float (B, C, H, W) map with this module's channels."""
+        if self.check_input:
+            expect_feature_map(x, self.channels, owner=self.owner)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter and buffer as construction did: each layer with its
+        own ``reset_parameters`` (BatchNorm statistics included), then the module's own
+        initialisation. Under the same seed the values equal a freshly built module's."""
+        reset_layers(self)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation beyond the layers' defaults; none unless a subclass says so."""
+
+
+_M = TypeVar("_M", bound=AttentionModule)
+
+
+def as_child(module: _M) -> _M:
+    """``module`` as a part of a composite, which checks the input once for all its parts."""
+    module.check_input = False
+    return module
 
 
 def check_positive_int(value: object, name: str, owner: str, minimum: int = 1) -> int:

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    AttentionModule,
     check_choice,
     check_odd_kernel,
     check_positive_int,
-    expect_feature_map,
     hidden_width,
 )
 
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(AttentionModule):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018, arXiv:1709.01507).
 
     Rescales each channel by a gate computed from its global average.
@@ -39,6 +39,8 @@ class SqueezeExcite(nn.Module):
         channels: input channels C.
         reduction: hidden width is max(1, C // reduction).
     """
+
+    owner = "se"
 
     def __init__(self, channels: int, reduction: float = 16) -> None:
         super().__init__()
@@ -49,7 +51,7 @@ class SqueezeExcite(nn.Module):
         self.weights = AttentionMap("channel")
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="se")
+        self.expect_input(x)
         gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
         return x * self.weights(gate)[:, :, None, None]
 
@@ -61,7 +63,7 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     return t if t % 2 else t + 1
 
 
-class EfficientChannelAttention(nn.Module):
+class EfficientChannelAttention(AttentionModule):
     """Efficient Channel Attention (Wang et al., CVPR 2020, arXiv:1910.03151).
 
     Global average pool, a 1-D convolution across neighbouring channels (no bias), sigmoid.
@@ -71,6 +73,8 @@ class EfficientChannelAttention(nn.Module):
         kernel_size: odd 1-D kernel; by default derived from C with ``gamma`` and ``beta``.
         gamma, beta: the paper's mapping constants (γ=2, b=1).
     """
+
+    owner = "eca"
 
     def __init__(
         self, channels: int, kernel_size: int | None = None, gamma: float = 2, beta: float = 1
@@ -85,7 +89,7 @@ class EfficientChannelAttention(nn.Module):
         self.weights = AttentionMap("channel")
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="eca")
+        self.expect_input(x)
         pooled = x.mean((2, 3))[:, None, :]  # (B, 1, C): channels as a 1-D signal
         gate = torch.sigmoid(self.conv(pooled))[:, 0, :]
         return x * self.weights(gate)[:, :, None, None]
@@ -131,7 +135,7 @@ def shared_mlp(channels: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
 
-class ChannelGate(nn.Module):
+class ChannelGate(AttentionModule):
     """CBAM channel gate (Woo et al., ECCV 2018, arXiv:1807.06521).
 
     Each global pool goes through one shared MLP; the raw outputs are summed, then a sigmoid
@@ -142,6 +146,8 @@ class ChannelGate(nn.Module):
         reduction: hidden width is max(1, C // reduction).
         pool_types: names from ``("avg", "max", "lp", "lse")``.
     """
+
+    owner = "channel-gate"
 
     def __init__(
         self,
@@ -162,5 +168,5 @@ class ChannelGate(nn.Module):
         return self.weights(torch.sigmoid(logits))
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="channel-gate")
+        self.expect_input(x)
         return x * self.gate(x)[:, :, None, None]

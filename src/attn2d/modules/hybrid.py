@@ -10,12 +10,13 @@ from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    AttentionModule,
     BatchNorm1d,
     BatchNorm2d,
+    as_child,
     check_choice,
     check_odd_kernel,
     check_positive_int,
-    expect_feature_map,
     hidden_width,
 )
 from .channel import ChannelGate, channel_pools, check_pool_types, shared_mlp
@@ -26,10 +27,12 @@ __all__ = ["BAM", "CBAM", "CoordAttention", "DynamicCBAM", "LiteCBAM", "Parallel
 _POOLS_DEFAULT = ("avg", "max")
 
 
-class CBAM(nn.Module):
+class CBAM(AttentionModule):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018, arXiv:1807.06521).
 
-    A channel gate (pools through a shared MLP), then a spatial gate on the refined map.
+    A channel gate (pools through a shared MLP), then a spatial gate on the refined map: the
+    children ``channel_gate`` (:class:`~attn2d.modules.ChannelGate`) and ``spatial_gate``
+    (:class:`~attn2d.modules.SpatialGate`), each called as a module.
 
     Args:
         channels: input channels C.
@@ -39,7 +42,7 @@ class CBAM(nn.Module):
         no_spatial: keep only the channel gate.
     """
 
-    _owner = "cbam"  # the name errors give; subclasses keep the registry's name
+    owner = "cbam"  # subclasses keep the registry's name
 
     def __init__(
         self,
@@ -62,19 +65,18 @@ class CBAM(nn.Module):
         conv: str,
     ) -> None:
         # Checked here first so that errors name this module, not one of its gates.
-        hidden_width(channels, reduction, self._owner)
-        check_pool_types(pool_types, self._owner)
-        check_odd_kernel(spatial_kernel, self._owner, "spatial_kernel")
+        hidden_width(channels, reduction, self.owner)
+        check_pool_types(pool_types, self.owner)
+        check_odd_kernel(spatial_kernel, self.owner, "spatial_kernel")
         self.channels = channels
-        self.channel_gate = ChannelGate(channels, reduction, pool_types)
-        self.spatial_gate = None if no_spatial else SpatialGate(channels, spatial_kernel, conv)
+        self.channel_gate = as_child(ChannelGate(channels, reduction, pool_types))
+        self.spatial_gate = (None if no_spatial
+                             else as_child(SpatialGate(channels, spatial_kernel, conv)))
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner=self._owner)
-        x = x * self.channel_gate.gate(x)[:, :, None, None]
-        if self.spatial_gate is None:
-            return x
-        return x * self.spatial_gate.gate(x)
+        self.expect_input(x)
+        x = self.channel_gate(x)
+        return x if self.spatial_gate is None else self.spatial_gate(x)
 
 
 class ParallelCBAM(CBAM):
@@ -84,14 +86,14 @@ class ParallelCBAM(CBAM):
     :class:`CBAM`; with ``no_spatial`` the output is Mc(x)·x.
     """
 
-    _owner = "cbam-parallel"
+    owner = "cbam-parallel"
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner=self._owner)
-        refined = x * self.channel_gate.gate(x)[:, :, None, None]
+        self.expect_input(x)
+        refined = self.channel_gate(x)
         if self.spatial_gate is None:
             return refined
-        return (refined + x * self.spatial_gate.gate(x)) / 2
+        return (refined + self.spatial_gate(x)) / 2
 
 
 class LiteCBAM(CBAM):
@@ -109,7 +111,7 @@ class LiteCBAM(CBAM):
         no_spatial: keep only the channel gate.
     """
 
-    _owner = "cbam-lite"
+    owner = "cbam-lite"
 
     def __init__(
         self,
@@ -120,7 +122,7 @@ class LiteCBAM(CBAM):
         pool_types: str | Sequence[str] = _POOLS_DEFAULT,
         no_spatial: bool = False,
     ) -> None:
-        nn.Module.__init__(self)  # CBAM.__init__ would build a full k×k gate first
+        AttentionModule.__init__(self)  # CBAM.__init__ would build a full k×k gate first
         conv = "separable" if depthwise else "factorized"
         self._build(channels, reduction, spatial_kernel, pool_types, no_spatial, conv)
 
@@ -133,12 +135,13 @@ def _mix(weights: Tensor, branches: list[Tensor]) -> Tensor:
     return mixed
 
 
-class DynamicCBAM(nn.Module):
+class DynamicCBAM(AttentionModule):
     """CBAM that learns its spatial kernel size and its reduction (after Woo et al., 2018).
 
     Every candidate is a registered branch: one channel MLP per reduction (on shared pools)
-    and one spatial gate per kernel size (on a shared z-pool). Their sigmoid gates are mixed
-    with softmax weights of learned logits, so the choice is differentiable end to end.
+    and one spatial gate per kernel size (on a shared z-pool), each called as a module. Their
+    sigmoid gates are mixed with softmax weights of learned logits (zero at initialisation:
+    a uniform mixture), so the choice is differentiable end to end.
 
     Args:
         channels: input channels C.
@@ -146,6 +149,8 @@ class DynamicCBAM(nn.Module):
         reductions: candidate reductions (hidden widths max(1, C // r)).
         pool_types: channel descriptors, from ``("avg", "max", "lp", "lse")``.
     """
+
+    owner = "cbam-dynamic"
 
     def __init__(
         self,
@@ -155,7 +160,7 @@ class DynamicCBAM(nn.Module):
         pool_types: str | Sequence[str] = _POOLS_DEFAULT,
     ) -> None:
         super().__init__()
-        owner = "cbam-dynamic"
+        owner = self.owner
         for name, values in (("kernel_sizes", kernel_sizes), ("reductions", reductions)):
             if isinstance(values, (str, int, float)) or len(values) == 0:
                 raise ValueError(
@@ -166,31 +171,37 @@ class DynamicCBAM(nn.Module):
         self.pool_types = check_pool_types(pool_types, owner)
         self.mlps = nn.ModuleList(shared_mlp(channels, h) for h in hidden)
         self.spatial = nn.ModuleList(_PooledMapHead(k, "full", owner) for k in kernel_sizes)
-        self.reduction_logits = nn.Parameter(torch.zeros(len(self.mlps)))
-        self.kernel_logits = nn.Parameter(torch.zeros(len(self.spatial)))
+        self.reduction_logits = nn.Parameter(torch.empty(len(self.mlps)))
+        self.kernel_logits = nn.Parameter(torch.empty(len(self.spatial)))
         self.reduction_mixture = AttentionMap("mixture")
         self.kernel_mixture = AttentionMap("mixture")
         self.channel_weights = AttentionMap("channel")
         self.spatial_weights = AttentionMap("spatial")
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.zeros_(self.reduction_logits)
+        nn.init.zeros_(self.kernel_logits)
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="cbam-dynamic")
+        self.expect_input(x)
         pooled = channel_pools(x, self.pool_types)
         mix = self.reduction_mixture(torch.softmax(self.reduction_logits, 0))
         gates = [torch.sigmoid(mlp(pooled).sum(0)) for mlp in self.mlps]
         x = x * self.channel_weights(_mix(mix, gates))[:, :, None, None]
         pooled = z_pool(x)
         mix = self.kernel_mixture(torch.softmax(self.kernel_logits, 0))
-        maps = [branch.score(pooled) for branch in self.spatial]
+        maps = [branch(pooled) for branch in self.spatial]
         return x * self.spatial_weights(_mix(mix, maps))
 
 
-class BAM(nn.Module):
+class BAM(AttentionModule):
     """Bottleneck Attention Module (Park et al., BMVC 2018, arXiv:1807.06514).
 
-    Channel branch: global average → Linear → BatchNorm → ReLU → Linear, giving Mc (B, C).
-    Spatial branch: 1×1 reduce → BN → ReLU → two dilated 3×3 convs (padding = dilation, so
-    any H×W keeps its size) each with BN → ReLU → 1×1 to one map Ms (B, 1, H, W).
+    Channel branch ``channel``: global average → Linear → BatchNorm → ReLU → Linear, giving
+    Mc (B, C, 1, 1). Spatial branch ``spatial``: 1×1 reduce → BN → ReLU → two dilated 3×3
+    convs (padding = dilation, so any H×W keeps its size) each with BN → ReLU → 1×1 to one
+    map Ms (B, 1, H, W). Both are child modules called as modules.
     Output (1 + σ(Mc + Ms))·x as in the paper, or (1 + σ(Mc·Ms))·x as in the official code.
     Batch 1 in training works: where a BatchNorm would see one value per channel it uses its
     running statistics (see :class:`attn2d.modules._common.BatchNorm1d`).
@@ -202,6 +213,8 @@ class BAM(nn.Module):
         combine: ``"add"`` (paper) or ``"mul"`` (official code) to join Mc and Ms.
     """
 
+    owner = "bam"
+
     def __init__(
         self, channels: int, reduction: float = 16, dilation: int = 4, combine: str = "add"
     ) -> None:
@@ -210,9 +223,7 @@ class BAM(nn.Module):
         check_positive_int(dilation, "dilation", owner="bam")
         self.combine = check_choice(combine, ("add", "mul"), "combine", owner="bam")
         self.channels = channels
-        self.channel_fc1 = nn.Linear(channels, hidden)
-        self.channel_bn = BatchNorm1d(hidden)
-        self.channel_fc2 = nn.Linear(hidden, channels)
+        self.channel = _BAMChannelBranch(channels, hidden)
         self.spatial = nn.Sequential(
             nn.Conv2d(channels, hidden, 1), BatchNorm2d(hidden), nn.ReLU(),
             *(layer for _ in range(2) for layer in (
@@ -222,11 +233,11 @@ class BAM(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )  # fmt: skip
         self.weights = AttentionMap("elementwise")
+        self.register_load_state_dict_pre_hook(_rename_flat_bam_keys)
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="bam")
-        mc = self.channel_fc2(F.relu(self.channel_bn(self.channel_fc1(x.mean((2, 3))))))
-        mc, ms = mc[:, :, None, None], self.spatial(x)
+        self.expect_input(x)
+        mc, ms = self.channel(x), self.spatial(x)
         joint = mc + ms if self.combine == "add" else mc * ms
         return x * self.weights(1 + torch.sigmoid(joint))
 
@@ -234,7 +245,29 @@ class BAM(nn.Module):
         return f"combine={self.combine!r}"
 
 
-class CoordAttention(nn.Module):
+class _BAMChannelBranch(nn.Module):
+    """BAM's channel branch: global average → Linear → BatchNorm → ReLU → Linear, (B, C, 1, 1)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.bn = BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.bn(self.fc1(x.mean((2, 3))))))[:, :, None, None]
+
+
+def _rename_flat_bam_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Load weights saved before the channel branch became a module (``channel_fc1.weight``
+    is now ``channel.fc1.weight``)."""
+    for old in [k for k in state_dict if k.startswith(f"{prefix}channel_")]:
+        layer, _, rest = old[len(prefix) + len("channel_"):].partition(".")
+        if layer in ("fc1", "bn", "fc2"):
+            state_dict[f"{prefix}channel.{layer}.{rest}"] = state_dict.pop(old)
+
+
+class CoordAttention(AttentionModule):
     """Coordinate attention (Hou et al., CVPR 2021, arXiv:2103.02907).
 
     Average along W and along H, a shared 1×1 conv → BN → h-swish over both strips, then
@@ -245,6 +278,8 @@ class CoordAttention(nn.Module):
         reduction: hidden width is max(min_hidden, C // reduction).
         min_hidden: the smallest hidden width (8 in the official code).
     """
+
+    owner = "coord"
 
     def __init__(self, channels: int, reduction: float = 32, min_hidden: int = 8) -> None:
         super().__init__()
@@ -259,7 +294,7 @@ class CoordAttention(nn.Module):
         self.weights_w = AttentionMap("width")
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="coord")
+        self.expect_input(x)
         h, w = x.shape[2], x.shape[3]
         strips = torch.cat((x.mean(3), x.mean(2)), dim=2)[..., None]  # (B, C, H + W, 1)
         y = F.hardswish(self.bn1(self.conv1(strips)))

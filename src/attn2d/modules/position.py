@@ -5,13 +5,15 @@ segmentation head, and CCNet's criss-cross attention.
 
 Softmax attention over positions goes through
 :func:`torch.nn.functional.scaled_dot_product_attention`, so the N×N weights are never
-stored unless a hook listens on the module's :class:`AttentionMap`; criss-cross attention
-never builds anything larger than B·H·W·(H + W).
+stored unless capture is on for the module's :class:`AttentionMap` (see
+:mod:`attn2d.capture`); criss-cross attention never builds anything larger than
+B·H·W·(H + W).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +21,12 @@ from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    AttentionModule,
     BatchNorm2d,
+    as_child,
     check_choice,
     check_flag,
     check_positive_int,
-    expect_feature_map,
     hidden_width,
 )
 
@@ -51,7 +54,7 @@ def _tokens(t: Tensor) -> Tensor:
 def _untokens(t: Tensor, like: Tensor) -> Tensor:
     """(B, H·W, C) -> (B, C, H, W) with the spatial size of ``like``."""
     b, _, h, w = like.shape
-    return t.transpose(1, 2).reshape(b, -1, h, w)
+    return t.transpose(1, 2).reshape(b, t.shape[2], h, w)  # C given: B may be 0
 
 
 def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: AttentionMap) -> Tensor:
@@ -63,15 +66,17 @@ def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: Atte
     output columns that are sliced off). When M is at most four times the padded width the
     weights are at most four times the padded tensors, so memory still grows linearly with
     positions, and the plain product is faster (padding q, k from C/8 to C multiplies their
-    product's cost by 8); that case, and a listening ``amap``, take the explicit route. The
-    weights returned by ``amap`` are the ones applied.
+    product's cost by 8); that case, and capture on ``amap``, take the explicit route. Only
+    while capturing do the weights pass through ``amap``, and those it returns are applied.
     """
     d_qk, d_v = q.shape[-1], v.shape[-1]
     width = max(d_qk, d_v)
-    if amap.listening or (d_qk != d_v and k.shape[1] <= 4 * width):
+    if amap.capture or (d_qk != d_v and k.shape[1] <= 4 * width):
         # Softmax statistics in fp32 even under autocast, as the fused kernel keeps them.
         logits = _wide(torch.bmm(q, k.transpose(1, 2)))
-        weights = amap((logits * scale if scale != 1.0 else logits).softmax(-1))
+        weights = (logits * scale if scale != 1.0 else logits).softmax(-1)
+        if amap.capture:
+            weights = amap(weights)
         return torch.bmm(weights.to(v.dtype), v)
     # The flash kernel also needs unit stride along the head width; any other layout (the
     # transposed view of an NCHW map) silently takes the math kernel too.
@@ -86,7 +91,7 @@ def _widen_to(t: Tensor, width: int) -> Tensor:
     return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t.contiguous()
 
 
-class NonLocal2d(nn.Module):
+class NonLocal2d(AttentionModule):
     """Non-local block (Wang et al., CVPR 2018, arXiv:1711.07971).
 
     z = x + BN(W·y), y_i = Σ_j f(x_i, x_j)·g(x_j) / 𝒞(x) over every key position j.
@@ -103,12 +108,14 @@ class NonLocal2d(nn.Module):
             number of key positions and w a bias-free 1×1 conv ``concat_project`` (2·C/2 → 1).
         reduction: inner width is max(1, C // reduction).
         sub_sample: max-pool keys and values (φ and g) by 2 (the paper's §4 trick); off by
-            default as attn2d's spec asks, although AlexHex7's ``NONLocalBlock2D`` turns it on.
+            default (every key position counts), although AlexHex7's ``NONLocalBlock2D``
+            turns it on.
         scale: divide the pairwise energies by √d, d the width of θ (C in gaussian mode);
             off in the reference code.
     """
 
     MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+    owner = "nonlocal"
 
     def __init__(
         self,
@@ -134,9 +141,12 @@ class NonLocal2d(nn.Module):
             self.concat_project = nn.Conv2d(2 * inner, 1, 1, bias=False)
         self.out = nn.Conv2d(inner, channels, 1)
         self.norm = BatchNorm2d(channels)
-        nn.init.zeros_(self.norm.weight)
-        nn.init.zeros_(self.norm.bias)
         self.weights = AttentionMap("position")
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.zeros_(self.norm.weight)  # the block starts as the identity
+        nn.init.zeros_(self.norm.bias)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, sub_sample={self.sub_sample}, scale={self.scale}"
@@ -145,7 +155,7 @@ class NonLocal2d(nn.Module):
         return F.max_pool2d(t, 2) if self.sub_sample else t
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="nonlocal")
+        self.expect_input(x)
         if self.sub_sample and min(x.shape[2:]) < 2:
             raise ValueError(
                 f"nonlocal: expected H, W >= 2 with sub_sample=True, got shape {tuple(x.shape)}"
@@ -166,7 +176,7 @@ class NonLocal2d(nn.Module):
 
     def _dot_product(self, query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
         n_keys = key.shape[1]
-        if self.weights.listening:
+        if self.weights.capture:
             weights = self.weights(torch.bmm(query, key.transpose(1, 2)) * (scale / n_keys))
             return torch.bmm(weights, value)
         # Associativity: θ·(φᵀ·g) never forms the N×M matrix.
@@ -178,10 +188,12 @@ class NonLocal2d(nn.Module):
         a = query @ w[: self.inner].to(query.dtype)  # (B, N)
         b = key @ w[self.inner :].to(key.dtype)  # (B, M)
         weights = F.relu(a[:, :, None] + b[:, None, :]) * (scale / key.shape[1])
-        return torch.bmm(self.weights(weights), value)
+        if self.weights.capture:
+            weights = self.weights(weights)
+        return torch.bmm(weights, value)
 
 
-class GlobalContext(nn.Module):
+class GlobalContext(AttentionModule):
     """Global context block (Cao et al., ICCVW 2019, arXiv:1904.11492).
 
     One context vector per image, pooled with softmax weights over positions, transformed
@@ -196,6 +208,7 @@ class GlobalContext(nn.Module):
     """
 
     FUSIONS = ("add", "mul")
+    owner = "gc"
 
     def __init__(self, channels: int, reduction: float = 16, fusion: str = "add") -> None:
         super().__init__()
@@ -209,17 +222,20 @@ class GlobalContext(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1),
         )
+        self.weights = AttentionMap("spatial")
+        self._init_weights()
+
+    def _init_weights(self) -> None:
         nn.init.kaiming_normal_(self.mask.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(self.mask.bias)
         nn.init.zeros_(self.transform[-1].weight)
         nn.init.zeros_(self.transform[-1].bias)
-        self.weights = AttentionMap("spatial")
 
     def extra_repr(self) -> str:
         return f"fusion={self.fusion!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="gc")
+        self.expect_input(x)
         b, _, h, w = x.shape
         pool = self.weights(_wide(self.mask(x).flatten(1)).softmax(-1).view(b, 1, h, w))
         context = torch.einsum("bchw,bhw->bc", x, pool[:, 0].to(x.dtype))
@@ -227,7 +243,22 @@ class GlobalContext(nn.Module):
         return x + term if self.fusion == "add" else x * torch.sigmoid(term)
 
 
-class PositionAttention(nn.Module):
+class _FromIdentity(AttentionModule):
+    """A block x + γ·(attended x) whose learned scalar γ starts at 0: at first, the identity."""
+
+    gamma: nn.Parameter
+
+    def _init_weights(self) -> None:
+        nn.init.zeros_(self.gamma)
+
+
+def _query_key_value(channels: int, hidden: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
+    """1×1 projections with bias: query and key to ``hidden`` channels, value keeping C."""
+    return (nn.Conv2d(channels, hidden, 1), nn.Conv2d(channels, hidden, 1),
+            nn.Conv2d(channels, channels, 1))
+
+
+class PositionAttention(_FromIdentity):
     """DANet position attention module (Fu et al., CVPR 2019, arXiv:1809.02983).
 
     out_i = Σ_j softmax_j(qᵢ·kⱼ)·vⱼ over all positions, then γ·out + x with γ from 0.
@@ -235,29 +266,35 @@ class PositionAttention(nn.Module):
     Args:
         channels: input channels C.
         reduction: query and key width is max(1, C // reduction); the value keeps C.
+
+    Attributes:
+        residual: add x (True); :class:`DualAttention`'s branch returns γ·out alone.
     """
+
+    owner = "pam"
+    residual = True
 
     def __init__(self, channels: int, reduction: float = 8) -> None:
         super().__init__()
-        hidden = hidden_width(channels, reduction, owner="pam")
+        hidden = hidden_width(channels, reduction, owner=self.owner)
         self.channels = channels
-        self.query = nn.Conv2d(channels, hidden, 1)
-        self.key = nn.Conv2d(channels, hidden, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.query, self.key, self.value = _query_key_value(channels, hidden)
+        self.gamma = nn.Parameter(torch.empty(1))
         self.weights = AttentionMap("position")
+        self._init_weights()
 
     def attend(self, x: Tensor) -> Tensor:
-        """The attended features, before γ and the residual."""
-        expect_feature_map(x, self.channels, owner="pam")
+        """The attended features, before γ and the residual; x is not checked."""
         q, k, v = _tokens(self.query(x)), _tokens(self.key(x)), _tokens(self.value(x))
         return _untokens(_softmax_attention(q, k, v, 1.0, self.weights), x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.gamma * self.attend(x)
+        self.expect_input(x)
+        term = self.gamma * self.attend(x)
+        return x + term if self.residual else term
 
 
-class ChannelSelfAttention(nn.Module):
+class ChannelSelfAttention(_FromIdentity):
     """DANet channel attention module (Fu et al., CVPR 2019, arXiv:1809.02983).
 
     Energy E = X·Xᵀ between channels (no projections), A = softmax(E) per row, out = A·X,
@@ -267,22 +304,28 @@ class ChannelSelfAttention(nn.Module):
         channels: input channels C.
         invert: use the official code's softmax(rowmax(E) − E), which favours dissimilar
             channels; ``False`` gives the paper's softmax(E).
+
+    Attributes:
+        residual: add x (True); :class:`DualAttention`'s branch returns γ·out alone.
     """
+
+    owner = "cam"
+    residual = True
 
     def __init__(self, channels: int, invert: bool = True) -> None:
         super().__init__()
-        check_positive_int(channels, "channels", owner="cam")
+        check_positive_int(channels, "channels", owner=self.owner)
         self.channels = channels
-        self.invert = check_flag(invert, "invert", "cam")
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.invert = check_flag(invert, "invert", self.owner)
+        self.gamma = nn.Parameter(torch.empty(1))
         self.weights = AttentionMap("channel-affinity")
+        self._init_weights()
 
     def extra_repr(self) -> str:
         return f"invert={self.invert}"
 
     def attend(self, x: Tensor) -> Tensor:
-        """The attended features, before γ and the residual."""
-        expect_feature_map(x, self.channels, owner="cam")
+        """The attended features, before γ and the residual; x is not checked."""
         feats = x.flatten(2)  # (B, C, N)
         # E grows with N and softmax(rowmax − E) is sensitive to its absolute error, so the
         # energies are formed in fp32 even under autocast.
@@ -295,14 +338,27 @@ class ChannelSelfAttention(nn.Module):
         return torch.bmm(weights.to(feats.dtype), feats).view_as(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.gamma * self.attend(x)
+        self.expect_input(x)
+        term = self.gamma * self.attend(x)
+        return x + term if self.residual else term
 
 
-class DualAttention(nn.Module):
+_Branch = TypeVar("_Branch", PositionAttention, ChannelSelfAttention)
+
+
+def _branch(module: _Branch) -> _Branch:
+    """A DANet branch: the composite checks x and adds it once, so the branch gives γ·out."""
+    module.residual = False
+    return as_child(module)
+
+
+class DualAttention(AttentionModule):
     """DANet dual attention as a plug-in block (Fu et al., CVPR 2019, arXiv:1809.02983).
 
     x + γp·P(x) + γc·C(x): the position and channel branches share one identity path, both
-    γ start at 0.
+    γ start at 0. The children ``position`` (:class:`PositionAttention`) and ``channel``
+    (:class:`ChannelSelfAttention`) are called as modules and return their γ-scaled terms
+    without the residual (``residual = False``).
 
     Args:
         channels: input channels C.
@@ -310,19 +366,20 @@ class DualAttention(nn.Module):
         invert: channel-branch energy form (see :class:`ChannelSelfAttention`).
     """
 
+    owner = "danet"
+
     def __init__(self, channels: int, reduction: float = 8, invert: bool = True) -> None:
         super().__init__()
         # Validate under this module's name before the branches validate under theirs.
-        hidden_width(channels, reduction, owner="danet")
-        check_flag(invert, "invert", "danet")
+        hidden_width(channels, reduction, owner=self.owner)
+        check_flag(invert, "invert", self.owner)
         self.channels = channels
-        self.position = PositionAttention(channels, reduction)
-        self.channel = ChannelSelfAttention(channels, invert)
+        self.position = _branch(PositionAttention(channels, reduction))
+        self.channel = _branch(ChannelSelfAttention(channels, invert))
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="danet")
-        p, c = self.position, self.channel
-        return x + p.gamma * p.attend(x) + c.gamma * c.attend(x)
+        self.expect_input(x)
+        return x + self.position(x) + self.channel(x)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -335,7 +392,7 @@ def _classifier(cin: int, classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(cin, classes, 1))
 
 
-class DANetHead(nn.Module):
+class DANetHead(AttentionModule):
     """DANet segmentation head (Fu et al., CVPR 2019, arXiv:1809.02983).
 
     Each branch: 3×3 conv-BN-ReLU to in/4, attention (position or channel), 3×3
@@ -351,11 +408,13 @@ class DANetHead(nn.Module):
         dropout: Dropout2d probability before each classifier.
     """
 
+    owner = "danet-head"
+
     def __init__(
         self, in_channels: int, num_classes: int, reduction: float = 4, dropout: float = 0.1
     ) -> None:
         super().__init__()
-        owner = "danet-head"
+        owner = self.owner
         inner = hidden_width(in_channels, reduction, owner=owner)
         check_positive_int(num_classes, "num_classes", owner)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
@@ -364,11 +423,11 @@ class DANetHead(nn.Module):
             )
         if not 0 <= dropout < 1:
             raise ValueError(f"{owner}: expected 0 <= dropout < 1, got {dropout}")
-        self.in_channels = in_channels
+        self.in_channels = self.channels = in_channels
         self.reduce_position = _conv_bn_relu(in_channels, inner)
         self.reduce_channel = _conv_bn_relu(in_channels, inner)
-        self.position = PositionAttention(inner)
-        self.channel = ChannelSelfAttention(inner)
+        self.position = as_child(PositionAttention(inner))
+        self.channel = as_child(ChannelSelfAttention(inner))
         self.expand_position = _conv_bn_relu(inner, inner)
         self.expand_channel = _conv_bn_relu(inner, inner)
         self.classify = _classifier(inner, num_classes, dropout)
@@ -376,7 +435,7 @@ class DANetHead(nn.Module):
         self.classify_channel = _classifier(inner, num_classes, dropout)
 
     def _branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        expect_feature_map(x, self.in_channels, owner="danet-head")
+        self.expect_input(x)
         pos = self.expand_position(self.position(self.reduce_position(x)))
         chan = self.expand_channel(self.channel(self.reduce_channel(x)))
         return pos, chan
@@ -391,13 +450,41 @@ class DANetHead(nn.Module):
         return self.classify(pos + chan)
 
 
-class CrissCrossAttention(nn.Module):
+class _RowColumnAttention(nn.Module):
+    """One pass of criss-cross attention from its projections, before γ and the residual:
+    each pixel's single softmax over its row and column (the centre once), applied to v.
+
+    Its tap ``weights`` ("criss-cross", (B, H, W, W + H)) sees the map only while capturing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = AttentionMap("criss-cross")
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        h, w = q.shape[2:]
+        row = torch.einsum("bdij,bdik->bijk", q, k)  # (B, H, W, W): pixel (i,j) vs (i,k)
+        col = torch.einsum("bdij,bdkj->bijk", q, k)  # (B, H, W, H): pixel (i,j) vs (k,j)
+        # The centre already sits in its row; -inf drops it from the column.
+        rows = torch.arange(h, device=q.device)
+        centre = (rows[:, None] == rows[None, :])[:, None, :]  # not eye(): ONNX has no bool eye
+        col = col.masked_fill(centre, float("-inf"))
+        weights = _wide(torch.cat([row, col], -1)).softmax(-1)
+        if self.weights.capture:
+            weights = self.weights(weights)
+        weights = weights.to(v.dtype)
+        out = torch.einsum("bijk,bcik->bcij", weights[..., :w], v)
+        return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
+
+
+class CrissCrossAttention(_FromIdentity):
     """Criss-cross attention (Huang et al., ICCV 2019, arXiv:1811.11721).
 
     Each pixel attends to the H + W − 1 pixels of its row and column (itself once) with a
     single softmax; γ·out + x with γ from 0. ``recurrence`` applies the module (residual
     included) that many times with the same weights; two passes (RCCA) give every pixel a
-    path to every other.
+    path to every other. Each pass calls the child ``attention`` as a module, whose tap
+    ``attention.weights`` sees the pass's map while capturing.
 
     Args:
         channels: input channels C.
@@ -412,31 +499,20 @@ class CrissCrossAttention(nn.Module):
         self.recurrence = check_positive_int(recurrence, "recurrence", self.owner)
         hidden = hidden_width(channels, reduction, owner=self.owner)
         self.channels = channels
-        self.query = nn.Conv2d(channels, hidden, 1)
-        self.key = nn.Conv2d(channels, hidden, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
-        self.weights = AttentionMap("criss-cross")
+        self.query, self.key, self.value = _query_key_value(channels, hidden)
+        self.gamma = nn.Parameter(torch.empty(1))
+        self.attention = _RowColumnAttention()
+        self._init_weights()
 
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
 
     def attend(self, x: Tensor) -> Tensor:
-        """One pass of criss-cross attention, before γ and the residual."""
-        h, w = x.shape[2:]
-        q, k, v = self.query(x), self.key(x), self.value(x)
-        row = torch.einsum("bdij,bdik->bijk", q, k)  # (B, H, W, W): pixel (i,j) vs (i,k)
-        col = torch.einsum("bdij,bdkj->bijk", q, k)  # (B, H, W, H): pixel (i,j) vs (k,j)
-        # The centre already sits in its row; -inf drops it from the column.
-        rows = torch.arange(h, device=x.device)
-        centre = (rows[:, None] == rows[None, :])[:, None, :]  # not eye(): ONNX has no bool eye
-        col = col.masked_fill(centre, float("-inf"))
-        weights = self.weights(_wide(torch.cat([row, col], -1)).softmax(-1)).to(v.dtype)
-        out = torch.einsum("bijk,bcik->bcij", weights[..., :w], v)
-        return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
+        """One pass of criss-cross attention, before γ and the residual; x is not checked."""
+        return self.attention(self.query(x), self.key(x), self.value(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner=self.owner)
+        self.expect_input(x)
         for _ in range(self.recurrence):
             x = x + self.gamma * self.attend(x)
         return x

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from ._common import (
     AttentionMap,
+    AttentionModule,
     BatchNorm2d,
     check_choice,
     check_odd_kernel,
     check_positive_int,
-    expect_feature_map,
 )
 
 __all__ = [
@@ -65,7 +65,8 @@ BN_MOMENTUM = 0.1
 
 class _PooledMapHead(nn.Module):
     """conv → BatchNorm (eps 1e-5, momentum :data:`BN_MOMENTUM`) → sigmoid, from a
-    (B, 2, P, Q) z-pooled tensor to a (B, 1, P, Q) map. Shared by every z-pool gate."""
+    (B, 2, P, Q) z-pooled tensor to a (B, 1, P, Q) map. Shared by every z-pool gate; called
+    as a module, so hooks on a triplet head or a dynamic CBAM branch fire."""
 
     def __init__(self, kernel_size: int, conv: str, owner: str) -> None:
         super().__init__()
@@ -73,11 +74,11 @@ class _PooledMapHead(nn.Module):
         self.conv = _spatial_conv(kernel_size, check_choice(conv, SPATIAL_CONVS, "conv", owner))
         self.bn = BatchNorm2d(1, eps=1e-5, momentum=BN_MOMENTUM)
 
-    def score(self, pooled: Tensor) -> Tensor:
+    def forward(self, pooled: Tensor) -> Tensor:
         return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
-class SpatialGate(_PooledMapHead):
+class SpatialGate(AttentionModule, _PooledMapHead):
     """CBAM spatial gate (Woo et al., ECCV 2018, arXiv:1807.06521).
 
     [max, mean] over channels → k×k conv (no bias) → BatchNorm → sigmoid; x times the map.
@@ -88,6 +89,8 @@ class SpatialGate(_PooledMapHead):
         conv: ``"full"`` k×k (CBAM), ``"factorized"`` 1×k then k×1, or ``"separable"``
             depthwise 1×k and k×1 then pointwise (fewer parameters and MACs).
     """
+
+    owner = "spatial-gate"
 
     def __init__(
         self, channels: int | None = None, kernel_size: int = 7, conv: str = "full"
@@ -100,14 +103,14 @@ class SpatialGate(_PooledMapHead):
 
     def gate(self, x: Tensor) -> Tensor:
         """The (B, 1, H, W) map for ``x`` (seen by hooks on :attr:`weights`); x is not checked."""
-        return self.weights(self.score(z_pool(x)))
+        return self.weights(_PooledMapHead.forward(self, z_pool(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="spatial-gate")
+        self.expect_input(x)
         return x * self.gate(x)
 
 
-class TripletAttention(nn.Module):
+class TripletAttention(AttentionModule):
     """Triplet attention (Misra et al., WACV 2021, arXiv:2010.03045).
 
     Three z-pool gates, each over a different pair of axes: pooling over H gives a C×W map,
@@ -119,6 +122,8 @@ class TripletAttention(nn.Module):
         kernel_size: odd size k of each branch's convolution.
         no_spatial: drop the H×W branch and average the two others.
     """
+
+    owner = "triplet"
 
     def __init__(
         self, channels: int | None = None, kernel_size: int = 7, no_spatial: bool = False
@@ -135,18 +140,18 @@ class TripletAttention(nn.Module):
         self.weights_hw = AttentionMap("spatial")  # (B, 1, H, W)
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="triplet")
+        self.expect_input(x)
         # Official branch 1 rotates x to (B, H, C, W): its map lies over (C, W).
-        a_cw = self.weights_cw(self.over_cw.score(z_pool(x, 2)).transpose(1, 2))
+        a_cw = self.weights_cw(self.over_cw(z_pool(x, 2)).transpose(1, 2))
         # Official branch 2 rotates x to (B, W, H, C): its map lies over (H, C).
-        a_hc = self.over_hc.score(z_pool(x, 3).transpose(2, 3)).permute(0, 3, 2, 1)
+        a_hc = self.over_hc(z_pool(x, 3).transpose(2, 3)).permute(0, 3, 2, 1)
         out = x * a_cw + x * self.weights_hc(a_hc)
         if self.over_hw is None:
             return out / 2
-        return (out + x * self.weights_hw(self.over_hw.score(z_pool(x, 1)))) / 3
+        return (out + x * self.weights_hw(self.over_hw(z_pool(x, 1)))) / 3
 
 
-class SimAM(nn.Module):
+class SimAM(AttentionModule):
     """SimAM, parameter-free energy attention (Yang et al., ICML 2021).
 
     With n = H·W − 1 and d = (x − mean)², each value gets y = d / (4(Σd / n + λ)) + 0.5 and
@@ -157,6 +162,8 @@ class SimAM(nn.Module):
         channels: input channels C, used only to check inputs (None accepts any).
         e_lambda: the regulariser λ > 0.
     """
+
+    owner = "simam"
 
     def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
         super().__init__()
@@ -171,7 +178,9 @@ class SimAM(nn.Module):
         self.weights = AttentionMap("elementwise")
 
     def forward(self, x: Tensor) -> Tensor:
-        expect_feature_map(x, self.channels, owner="simam")
+        self.expect_input(x)
+        if x.shape[0] == 0:  # var_mean warns on no elements; the weights of nothing are empty
+            return x * self.weights(torch.empty_like(x))
         # Σd / n is the unbiased variance; a 1×1 map has d = 0, so any n >= 1 gives y = 0.5.
         correction = 1 if x.shape[2] * x.shape[3] > 1 else 0
         var, mean = torch.var_mean(x, (2, 3), correction=correction, keepdim=True)

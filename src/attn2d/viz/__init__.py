@@ -1,6 +1,7 @@
-"""Pictures of attention: recording maps with hooks, plotting them, one command for all.
+"""Pictures of attention: plotting recorded maps, one command for all.
 
-- :mod:`attn2d.viz.record`: :class:`AttentionRecorder`, :class:`FeatureRecorder`;
+- :mod:`attn2d.capture` (re-exported here): :class:`AttentionRecorder`,
+  :class:`FeatureRecorder`;
 - :mod:`attn2d.viz.maps`: a query pixel's weights, RCCA's composed map, gate pictures;
 - :mod:`attn2d.viz.plots`: one function per picture, each returning a Figure (PNG on
   request);
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps, merge_records
 from .comparison import plot_accuracy, plot_curves, plot_tradeoff
 from .maps import (
     compose_criss_cross,
@@ -30,7 +32,6 @@ from .plots import (
     read_metrics,
     save_figure,
 )
-from .record import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps, merge_records
 from .report import Example, mechanism_paths, visualize_example
 
 __all__ = [

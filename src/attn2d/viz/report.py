@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..registry import is_mechanism
+from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
+from ..debug import collect_attention_stats
+from ..registry import outermost_mechanisms
 from . import maps as M
 from . import plots
-from .record import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
 
 __all__ = [
     "PICTURES",
@@ -67,16 +68,11 @@ def mechanism_paths(model: nn.Module) -> dict[str, list[str]]:
     """``mechanism path -> [parent paths of its maps]``: each map is grouped under its
     outermost registered mechanism (DANet's two branches under the DANet block), or under
     its own parent when no registered mechanism contains it."""
-    modules = dict(model.named_modules())
+    outermost = [path for path, _ in outermost_mechanisms(model)]
     groups: dict[str, list[str]] = {}
     for parent, _, _ in attention_maps(model):
-        parts = parent.split(".") if parent else []
-        owner = parent
-        for depth in range(len(parts) + 1):
-            path = ".".join(parts[:depth])
-            if is_mechanism(modules[path]):
-                owner = path
-                break
+        owner = next((p for p in outermost if p in ("", parent) or parent.startswith(f"{p}.")),
+                     parent)
         groups.setdefault(owner, [])
         if parent not in groups[owner]:
             groups[owner].append(parent)
@@ -157,8 +153,6 @@ def visualize_example(
     if example.x.dim() != 3:
         raise ValueError(f"visualize_example: expected a (C, H, W) image, got shape "
                          f"{tuple(example.x.shape)}")
-    from ..debug import collect_attention_stats  # debug imports this package's recorder
-
     if pictures is not None and set(pictures) - set(PICTURES):
         raise ValueError(f"visualize: expected pictures among {', '.join(PICTURES)}, got "
                          f"{sorted(set(pictures) - set(PICTURES))}")

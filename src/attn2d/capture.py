@@ -1,14 +1,23 @@
-"""Reading attention maps and feature maps out of a model with forward hooks.
+"""Capturing attention maps: the explicit switch, and recorders built on forward hooks.
 
 Every mechanism passes the weights it applies through an :class:`~attn2d.AttentionMap`
-(an identity), so a hook on it sees exactly the tensor that scales the features. The
-recorders below attach those hooks on ``__enter__`` and remove them on ``__exit__``:
-outside the ``with`` block the model runs exactly as before, and modules whose fast path
-never builds the N×N map (they ask ``AttentionMap.listening``) go back to not building it.
+tap (an identity), so a hook on it sees exactly the tensor that scales the features.
+Gates pass through their tap on every call. Position and criss-cross maps are built, and
+passed through their tap, only while the tap's ``capture`` flag is on: the fast paths never
+form them. Nothing else switches capture on: not a hook on a tap, not a global hook, not a
+profiler such as :class:`~torch.utils.flop_counter.FlopCounterMode`.
+
+- :func:`capturing`: capture on for a whole model inside a ``with`` block;
+- :class:`AttentionRecorder`: capture on and a hook on every tap, recording what they see;
+- :class:`FeatureRecorder`: the outputs (or inputs) of chosen layers.
+
+Both recorders attach on ``__enter__`` and detach on ``__exit__``: outside the ``with``
+block the model runs exactly as before. No plotting here (see :mod:`attn2d.viz`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,9 +27,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..modules import AttentionMap
+from .modules import AttentionMap
 
-__all__ = ["AttentionRecorder", "FeatureRecorder", "MapRecord", "attention_maps", "merge_records"]
+__all__ = [
+    "DISTRIBUTION_KINDS",
+    "AttentionRecorder",
+    "FeatureRecorder",
+    "MapRecord",
+    "attention_maps",
+    "capturing",
+    "merge_records",
+]
 
 # Kinds whose rows are probability distributions (softmax), as opposed to sigmoid gates.
 DISTRIBUTION_KINDS = frozenset({"position", "criss-cross", "channel-affinity", "mixture"})
@@ -74,6 +91,35 @@ def attention_maps(model: nn.Module) -> list[tuple[str, str, AttentionMap]]:
     return found
 
 
+def _taps(model: nn.Module, kinds: Iterable[str] | None) -> list[tuple[str, str, AttentionMap]]:
+    wanted = None if kinds is None else frozenset(kinds)
+    return [t for t in attention_maps(model) if wanted is None or t[2].kind in wanted]
+
+
+@contextlib.contextmanager
+def capturing(model: nn.Module, kinds: Iterable[str] | None = None) -> Iterator[nn.Module]:
+    """Switch capture on for every tap of ``model`` (or those of ``kinds``) inside the block.
+
+    Position and criss-cross maps are then built explicitly and pass through their taps, so
+    hooks on them fire; the output is the same up to rounding. On exit every flag is set
+    back to what it was.
+
+    >>> with capturing(model), torch.no_grad():    # doctest: +SKIP
+    ...     model(x)                                 # hooks on any tap see the map
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"capturing: expected an nn.Module, got {type(model).__name__}")
+    taps = [amap for _, _, amap in _taps(model, kinds)]
+    before = [amap.capture for amap in taps]
+    for amap in taps:
+        amap.capture = True
+    try:
+        yield model
+    finally:
+        for amap, flag in zip(taps, before, strict=True):
+            amap.capture = flag
+
+
 def _spatial_size(args: tuple[Any, ...]) -> tuple[int, int] | None:
     first = args[0] if args else None
     if isinstance(first, Tensor) and first.dim() == 4:
@@ -82,7 +128,8 @@ def _spatial_size(args: tuple[Any, ...]) -> tuple[int, int] | None:
 
 
 class AttentionRecorder:
-    """Record every attention map of a model while inside a ``with`` block.
+    """Record every attention map of a model while inside a ``with`` block: capture on for
+    its taps (as :func:`capturing`) and a forward hook on each.
 
     >>> with AttentionRecorder(model) as rec:          # doctest: +SKIP
     ...     model(x)
@@ -94,8 +141,8 @@ class AttentionRecorder:
 
     Args:
         model: any module containing :class:`AttentionMap` hook points.
-        kinds: record only these kinds (others stay silent, so e.g. position maps are not
-            built); ``None`` records every kind.
+        kinds: record only these kinds (the others keep their capture flag, so e.g.
+            position maps are not built); ``None`` records every kind.
         to_cpu: move recorded maps to the CPU (default), so GPU memory is not held.
     """
 
@@ -103,7 +150,8 @@ class AttentionRecorder:
         self, model: nn.Module, kinds: Iterable[str] | None = None, to_cpu: bool = True
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"AttentionRecorder: expected an nn.Module, got {type(model).__name__}")
+            raise TypeError(f"AttentionRecorder: expected an nn.Module, got "
+                            f"{type(model).__name__}")
         self.model = model
         self.kinds = None if kinds is None else frozenset(kinds)
         self.to_cpu = to_cpu
@@ -112,20 +160,19 @@ class AttentionRecorder:
         self._running: list[tuple[int, int] | None] = []  # input sizes of running ancestors
         self._calls: dict[tuple[str, str], int] = defaultdict(int)
         self._new_forward = True
+        self._capture: contextlib.AbstractContextManager | None = None
 
     # -- hooks -----------------------------------------------------------------------------
     def __enter__(self) -> AttentionRecorder:
         if self._handles:
             raise RuntimeError("AttentionRecorder: already recording (nested 'with')")
-        targets = [t for t in attention_maps(self.model)
-                   if self.kinds is None or t[2].kind in self.kinds]
+        targets = _taps(self.model, self.kinds)
         ancestors: dict[str, nn.Module] = {}
         modules = dict(self.model.named_modules())
         for parent, name, amap in targets:
             self._handles.append(amap.register_forward_hook(self._map_hook(parent, name)))
-            # Every ancestor tracks its input size: the innermost running one tells the
-            # spatial size of the features that the map belongs to (DANet calls its
-            # branches' ``attend`` directly, so the direct parent may never run).
+            # Every ancestor tracks its input size: the innermost running one with a 4-D
+            # input tells the spatial size of the features that the map belongs to.
             parts = parent.split(".") if parent else []
             for depth in range(len(parts) + 1):
                 path = ".".join(parts[:depth])
@@ -134,6 +181,8 @@ class AttentionRecorder:
             self._handles.append(module.register_forward_pre_hook(self._enter_module))
             self._handles.append(module.register_forward_hook(self._leave_module))
         self._handles.append(self.model.register_forward_pre_hook(self._start_forward))
+        self._capture = capturing(self.model, self.kinds)
+        self._capture.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,6 +190,9 @@ class AttentionRecorder:
             handle.remove()
         self._handles.clear()
         self._running.clear()
+        if self._capture is not None:
+            self._capture.__exit__(None, None, None)
+            self._capture = None
 
     def _start_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         # Registered last, so it runs after the root's size pre-hook: only reset counters.
