@@ -3,6 +3,8 @@ shards, evaluation padding, streaming, validation split and the user's own datas
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,7 +196,7 @@ def test_streamed_batches_equal_in_memory_batches(tmp_path):
     write_cifar10(tmp_path)
     spec = DataSpec("cifar10", data_dir=str(tmp_path), subset=40, test_subset=10)
     memory = load_data(spec, "cpu", seed=1)
-    streamed = load_data(DataSpec(**{**spec.__dict__, "in_memory": "never"}), "cpu", seed=1)
+    streamed = load_data(dataclasses.replace(spec, in_memory="never"), "cpu", seed=1)
     assert memory.train.in_memory and not streamed.train.in_memory
     for a, b in zip(memory.train.batches(1, 16, start_step=1, rank=1, world=2),
                     streamed.train.batches(1, 16, start_step=1, rank=1, world=2), strict=True):

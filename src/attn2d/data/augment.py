@@ -53,7 +53,7 @@ def _mix32(x: Word) -> Word:
 
 def _words(value: int) -> tuple[int, int]:
     # A Python int as two 32-bit words of its 64-bit two's complement.
-    value &= (1 << 64) - 1
+    value = int(value) & ((1 << 64) - 1)  # numpy and tensor ints too
     return value & _MASK32, value >> 32
 
 
@@ -73,32 +73,31 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def random_crops(seed: int, epoch: int, index: Tensor, padding: int, flip: bool
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The crop offsets ``(top, left)`` in [0, 2·padding] and flip flags of the images
-    ``index`` (int64 tensor) at ``epoch``: each a hash of ``(seed, epoch, index, draw)``
-    taken modulo the number of choices."""
+def random_crops(seed: int, epoch: int, index: Word, padding: int, flip: bool
+                 ) -> tuple[Word, Word, Word]:
+    """The crop offsets ``(top, left)`` in [0, 2·padding] and flip flags (0 or 1) of the
+    images ``index`` (an int, or an int64 tensor) at ``epoch``: each a hash of
+    ``(seed, epoch, index, draw)`` taken modulo the number of choices."""
     per_image = hash32(seed, epoch & _MASK32, index)
     choices = 2 * padding + 1
     top = _mix32(per_image ^ _TOP) % choices
     left = _mix32(per_image ^ _LEFT) % choices
-    flips = (_mix32(per_image ^ _FLIP) & 1).bool() if flip else torch.zeros_like(index,
-                                                                                 dtype=torch.bool)
+    flips = _mix32(per_image ^ _FLIP) & 1 if flip else per_image * 0
     return top, left, flips
 
 
 def crop_and_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int
                   ) -> Tensor:
     """Crop each image of a (B, C, H, W) batch at ``(top, left)`` of its zero-padded copy
-    (as torchvision's ``RandomCrop(padding=p)``), then mirror it where ``flip``: one
-    gather for the whole batch, on the batch's device."""
+    (as torchvision's ``RandomCrop(padding=p)``), then mirror it where ``flip`` is non-zero:
+    one gather for the whole batch, on the batch's device."""
     b, c, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding))
     columns = torch.arange(w, device=device)
     rows = top[:, None] + torch.arange(h, device=device)  # (B, H)
     # A mirrored crop reads its columns right to left.
-    cols = left[:, None] + torch.where(flip[:, None], columns.flip(0), columns)  # (B, W)
+    cols = left[:, None] + torch.where(flip[:, None].bool(), columns.flip(0), columns)  # (B, W)
     return padded[torch.arange(b, device=device)[:, None, None, None],
                   torch.arange(c, device=device)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]

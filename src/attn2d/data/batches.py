@@ -99,7 +99,8 @@ class TrainBatches:
         seed: the run's seed.
         crop_padding: zero padding of the random crop (0: no crop).
         flip: random horizontal flips.
-        in_memory: hold the images on ``device`` (else stream them through a DataLoader).
+        in_memory: hold the images on ``device`` (else stream them through a DataLoader);
+            kept as the attribute of that name.
         num_workers: DataLoader workers for the streaming path.
     """
 
@@ -113,11 +114,7 @@ class TrainBatches:
         self.crop_padding = crop_padding
         self.flip = flip
         self.device = device
-
-    @property
-    def in_memory(self) -> bool:
-        """True when the images live on the device; False when they stream from a loader."""
-        return self._source.in_memory
+        self.in_memory = in_memory
 
     def __len__(self) -> int:
         return self._size
@@ -155,13 +152,13 @@ class TrainBatches:
             # One draw per image for the whole epoch, moved once; each batch gathers its rows.
             top, left, flip = random_crops(self.seed, epoch, torch.arange(self._size),
                                            self.crop_padding, self.flip)
-            crops = torch.stack([top, left, flip.long()], 1).to(self.device)
+            crops = torch.stack([top, left, flip], 1).to(self.device)
         loader_seed = int(hash32(self.seed, epoch & 0xFFFFFFFF, _LOADER_WORD))
         for rows, labels, index in self._source.fetch(order, batch_size, start_step, steps,
                                                       rank, world, loader_seed):
             if crops is not None:
                 drawn = crops.index_select(0, index)
-                rows = crop_and_flip(rows, drawn[:, 0], drawn[:, 1], drawn[:, 2].bool(),
+                rows = crop_and_flip(rows, drawn[:, 0], drawn[:, 1], drawn[:, 2],
                                      self.crop_padding)
             yield self._normalize(rows), labels
 
@@ -188,7 +185,8 @@ class EvalBatches:
         split: the images.
         normalize: the normalisation of the dataset.
         device: where batches are built (and in-memory images live).
-        in_memory: hold the images on ``device`` (else stream them through a DataLoader).
+        in_memory: hold the images on ``device`` (else stream them through a DataLoader);
+            kept as the attribute of that name.
         num_workers: DataLoader workers for the streaming path.
     """
 
@@ -198,11 +196,7 @@ class EvalBatches:
         self._split = split
         self._normalize = normalize
         self.device = device
-
-    @property
-    def in_memory(self) -> bool:
-        """True when the images live on the device; False when they stream from a loader."""
-        return self._source.in_memory
+        self.in_memory = in_memory
 
     @property
     def targets(self) -> Tensor:

@@ -48,7 +48,7 @@ class ImageDataset(Dataset):
         image = self.images[index : index + 1]
         pad, flip = self.info.crop_padding, self.info.flip
         if self.augment and (pad or flip):
-            top, left, flips = random_crops(self.seed, self.epoch, torch.tensor([index]), pad,
-                                            flip)
-            image = crop_and_flip(image, top, left, flips, pad)
+            # The hash on a plain int: the same function as for a batch, without tensor calls.
+            drawn = torch.tensor([random_crops(self.seed, self.epoch, index, pad, flip)])
+            image = crop_and_flip(image, drawn[:, 0], drawn[:, 1], drawn[:, 2], pad)
         return self._normalize(image)[0], int(self.targets[index])
