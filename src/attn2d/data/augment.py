@@ -14,6 +14,7 @@ every value stays in [0, 2**32)).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -86,21 +87,27 @@ def random_crops(seed: int, epoch: int, index: Word, padding: int, flip: bool
     return top, left, flips
 
 
+@functools.lru_cache(maxsize=16)
+def _grid(b: int, c: int, h: int, w: int, device: torch.device
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    # Index tensors of a batch shape, built once: fewer kernel launches per batch.
+    return (torch.arange(b, device=device)[:, None, None, None],
+            torch.arange(c, device=device)[None, :, None, None],
+            torch.arange(h, device=device), torch.arange(w, device=device),
+            torch.arange(w - 1, -1, -1, device=device))
+
+
 def crop_and_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int
                   ) -> Tensor:
     """Crop each image of a (B, C, H, W) batch at ``(top, left)`` of its zero-padded copy
     (as torchvision's ``RandomCrop(padding=p)``), then mirror it where ``flip`` is non-zero:
     one gather for the whole batch, on the batch's device."""
-    b, c, h, w = images.shape
-    device = images.device
+    batch, channel, rows, columns, mirrored = _grid(*images.shape, images.device)
     padded = F.pad(images, (padding, padding, padding, padding))
-    columns = torch.arange(w, device=device)
-    rows = top[:, None] + torch.arange(h, device=device)  # (B, H)
+    rows = top[:, None] + rows  # (B, H)
     # A mirrored crop reads its columns right to left.
-    cols = left[:, None] + torch.where(flip[:, None].bool(), columns.flip(0), columns)  # (B, W)
-    return padded[torch.arange(b, device=device)[:, None, None, None],
-                  torch.arange(c, device=device)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    cols = left[:, None] + torch.where(flip[:, None].bool(), mirrored, columns)  # (B, W)
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class Normalize:
