@@ -1,4 +1,9 @@
-"""``attn2d train``: train one model (also under ``torchrun -m attn2d train``)."""
+"""``attn2d train``: train one model (also under ``torchrun -m attn2d train``).
+
+Where settings come from, strongest first: options given on the command line, then
+``--config FILE`` (a JSON object of :class:`~attn2d.train.TrainConfig` fields, as ``attn2d
+compare`` writes for each run), then the defaults of :class:`~attn2d.train.TrainConfig`.
+"""
 
 from __future__ import annotations
 
@@ -8,97 +13,186 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..train import TrainConfig, train
+from ..train import COMPILE_MODES, GATE_INITS, OPTIMIZERS, TrainConfig, train
 
 HELP = "train one model with or without attention; metrics, checkpoints, resume, torchrun"
 
-_DEFAULTS = TrainConfig()
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``train`` and ``compare``: data, optimisation, speed."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=_DEFAULTS.dataset,
-                      help="fashion-mnist or cifar10 (default: %(default)s)")
-    data.add_argument("--data-dir", default=None,
-                      help="dataset folder (default: $ATTN2D_DATA_DIR or ./data); "
-                           "Fashion-MNIST is copied there from /usr/share/datasets/fashion-mnist")
-    data.add_argument("--download", action="store_true",
-                      help="let torchvision download missing files (needs a network)")
-    data.add_argument("--subset", type=int, default=None,
-                      help="train on a stratified subset of N training images")
-    data.add_argument("--test-subset", type=int, default=None,
-                      help="evaluate on a stratified subset of N test images")
-    data.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--model", default=_DEFAULTS.model,
-                     help="small_cnn, resnet18, resnet34 or resnet50 (default: %(default)s)")
-    opt.add_argument("--placement", default=None, choices=("block", "stage"),
-                     help="where attention goes (default: the mechanism's registry default)")
-    opt.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
-    opt.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size,
-                     help="global batch, split across torchrun processes")
-    opt.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    opt.add_argument("--lr", type=float, default=None,
-                     help="peak learning rate (default: 0.05 SGD, 1e-3 AdamW)")
-    opt.add_argument("--momentum", type=float, default=_DEFAULTS.momentum)
-    opt.add_argument("--no-nesterov", dest="nesterov", action="store_false")
-    opt.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
-    opt.add_argument("--warmup-epochs", type=float, default=0.0,
-                     help="linear learning-rate warm-up before the cosine decay")
-    opt.add_argument("--label-smoothing", type=float, default=0.0)
-    opt.add_argument("--attention-warmup", type=int, default=0, metavar="K",
-                     help="blend attention output with its input, weight 0 -> 1 over K epochs")
-    speed = parser.add_argument_group("speed")
-    speed.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
-                       help="autocast dtype")
-    speed.add_argument("--channels-last", action="store_true")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
-    speed.add_argument("--threads", type=int, default=None,
-                       help="torch intra-op threads per process (default: torch's choice)")
-    speed.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: auto)")
-    speed.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="no progress bar (one line per epoch still printed)")
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed options (fields that are not options keep defaults)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    return TrainConfig(**{**values, **overrides})
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
+                                         ) from None
+
+
+class _Options:
+    """Adds options for :class:`TrainConfig` fields. Their parser default is SUPPRESS, so
+    an option is in the parsed namespace only when the user gave it: that is what lets the
+    command line override ``--config`` without argparse's defaults overwriting the file.
+    The help shows the field's default."""
+
+    def __init__(self, parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+        self.parser = parser
+        self.defaults = defaults
+
+    def group(self, title: str) -> _Group:
+        return _Group(self.parser.add_argument_group(title), self.defaults)
+
+
+class _Group:
+    def __init__(self, group: argparse._ArgumentGroup, defaults: TrainConfig) -> None:
+        self.group = group
+        self.defaults = defaults
+
+    def add(self, *flags: str, help: str, dest: str | None = None, **kwargs: Any) -> None:
+        dest = dest or flags[0].lstrip("-").replace("-", "_")
+        if dest.startswith("no_"):
+            dest = dest[3:]
+        assert dest in _CONFIG_FIELDS, dest
+        default = _shown(getattr(self.defaults, dest))
+        self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS,
+                                help=f"{help} (default: {default})", **kwargs)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
+                           attention: bool = True) -> None:
+    """Options shared by ``train`` and ``compare``: model, data, optimisation, speed."""
+    options = _Options(parser, defaults)
+    model = options.group("model")
+    model.add("--model", help="small_cnn, resnet18, resnet34, resnet50, or torchvision:NAME / "
+              "timm:NAME")
+    if attention:
+        model.add("--attention", help="mechanism spec, e.g. se or 'cbam(reduction=8)'")
+    model.add("--placement", choices=("block", "stage"),
+              help="where attention goes (none: the mechanism's registry default)")
+    model.add("--gate-init", choices=GATE_INITS,
+              help="identity: attention starts as the identity (a zero-initialised blend); "
+                   "none means identity with --freeze-backbone, else the papers' default")
+    data = options.group("data")
+    data.add("--dataset", help="fashion-mnist, cifar10, cifar100, svhn or folder:PATH")
+    data.add("--data-dir", help="dataset folder (none: $ATTN2D_DATA_DIR or ./data)")
+    data.add("--download", action="store_true",
+             help="let torchvision download missing files (needs a network)")
+    data.add("--subset", type=int, help="train on a stratified subset of N training images")
+    data.add("--test-subset", type=int, help="evaluate on a stratified subset of N test images")
+    data.add("--val-split", type=int, metavar="N",
+             help="hold out N training images (stratified); the reported epoch is then the "
+                  "one with the best validation accuracy")
+    data.add("--image-size", type=int, help="image folders: resize to this side")
+    data.add("--mean", type=_floats, help="image folders: per-channel mean, e.g. 0.5,0.5,0.5 "
+             "(none: computed from the training images)")
+    data.add("--std", type=_floats, help="image folders: per-channel std (none: computed)")
+    data.add("--no-augment", dest="augment", action="store_false",
+             help="no training augmentation (random crop, flip)")
+    data.add("--bad-images", choices=("error", "skip"),
+             help="image folders: refuse or skip unreadable images")
+    data.add("--in-memory", choices=("auto", "always", "never"),
+             help="hold the images on the training device (auto: when they fit)")
+    data.add("--num-workers", type=int, help="DataLoader workers for streamed data")
+    opt = options.group("optimisation")
+    opt.add("--epochs", type=int, help="training epochs")
+    opt.add("--batch-size", type=int, help="global batch, split across torchrun processes")
+    opt.add("--optimizer", choices=OPTIMIZERS, help="optimiser, with a cosine schedule")
+    opt.add("--lr", type=float, help="peak learning rate (none: 0.05 SGD, 1e-3 AdamW)")
+    opt.add("--momentum", type=float, help="SGD momentum")
+    opt.add("--no-nesterov", dest="nesterov", action="store_false",
+            help="plain instead of Nesterov momentum; nesterov is")
+    opt.add("--weight-decay", type=float, help="weight decay")
+    opt.add("--warmup-epochs", type=float, help="linear learning-rate warm-up before the decay")
+    opt.add("--label-smoothing", type=float, help="label smoothing")
+    opt.add("--attention-warmup", type=float, metavar="EPOCHS",
+            help="blend attention output with its input, weight rising per step to 1 over "
+                 "this many epochs")
+    opt.add("--precise-bn", type=int, metavar="N",
+            help="recompute BatchNorm statistics over N training batches before each "
+                 "evaluation (0: off)")
+    speed = options.group("speed")
+    speed.add("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype")
+    speed.add("--channels-last", action=argparse.BooleanOptionalAction,
+              help="channels-last memory format for the model and the batches")
+    speed.add("--compile", nargs="?", const="default", choices=COMPILE_MODES,
+              metavar="MODE", help="torch.compile the model: default, reduce-overhead (CUDA "
+              "graphs), max-autotune, or auto (reduce-overhead on a GPU, none on a CPU); a bare "
+              "--compile means default")
+    speed.add("--threads", type=int, help="torch intra-op threads per process (none: torch's "
+              "choice)")
+    speed.add("--device", help="auto, cpu, cuda or cuda:N")
+    speed.add("--eval-batch-size", type=int, help="evaluation batch (the last one is padded)")
+    output = options.group("output")
+    output.add("--no-progress", dest="progress", action="store_false",
+               help="no progress bar (one line per epoch is still printed); progress is")
+    output.add("--log-every", type=int, help="steps between progress-bar updates")
+    output.add("--tensorboard", action="store_true",
+               help="write TensorBoard events to OUT/tensorboard (pip install attn2d[tensorboard])")
+    output.add("--tensorboard-every", type=int, metavar="K",
+               help="attention maps and weight histograms every K epochs")
+
+
+def read_config_file(path: str, owner: str = "attn2d train") -> dict[str, Any]:
+    """The TrainConfig fields in a JSON file; one clear error for anything else."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{owner}: expected --config to name a JSON file, got {path!r} "
+                         "(no such file)")
+    try:
+        values = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{owner}: expected --config {path} to be JSON, got invalid JSON at "
+                         f"line {err.lineno}, column {err.colno} ({err.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{owner}: expected --config {path} to be JSON text, got binary data"
+                         ) from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{owner}: expected --config {path} to hold a JSON object of "
+                         f"settings, got a JSON {type(values).__name__}")
+    unknown = sorted(set(values) - _CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"{owner}: expected --config {path} to hold only TrainConfig fields, "
+                         f"got unknown keys {unknown}; valid: {', '.join(sorted(_CONFIG_FIELDS))}")
+    return values
+
+
+def config_from_args(args: argparse.Namespace, defaults: TrainConfig | None = None,
+                     file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """Command line over ``file_values`` over ``defaults`` (see the module docstring)."""
+    given = {k: v for k, v in vars(args).items() if k in _CONFIG_FIELDS}
+    base = dataclasses.asdict(defaults or TrainConfig())
+    return TrainConfig(**{**base, **(file_values or {}), **given, **overrides})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attention", default=None,
-                        help="spec string, e.g. se or 'cbam(reduction=8)' (default: none)")
-    add_training_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/train", help="run directory (default: %(default)s)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt exactly where it stopped")
-    parser.add_argument("--init-from", default=None, metavar="PATH",
-                        help="start from this checkpoint (attention weights may be missing)")
-    parser.add_argument("--freeze-backbone", action="store_true",
-                        help="train only attention modules and the classifier (needs --init-from)")
-    parser.add_argument("--config", default=None, metavar="JSON",
-                        help="take every setting from this JSON file (as written by attn2d "
-                             "compare) instead of the options; --resume still applies")
-
-
-def _config_from_file(path: str, resume: bool) -> TrainConfig:
-    values = json.loads(Path(path).read_text())
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if not isinstance(values, dict) or unknown:
-        raise ValueError(f"attn2d train: expected --config to hold TrainConfig fields, got "
-                         f"unknown keys {unknown}")
-    return TrainConfig(**{**values, "resume": values.get("resume", False) or resume})
+    add_training_arguments(parser, TrainConfig())
+    run = parser.add_argument_group("run")
+    options = _Group(run, TrainConfig())
+    options.add("--seed", type=int, help="seed of the weights, the order and the augmentation")
+    options.add("--out", help="run directory")
+    options.add("--resume", action="store_true",
+                help="continue from OUT/last.pt exactly where it stopped (a larger --epochs "
+                     "extends a finished run)")
+    options.add("--init-from", metavar="PATH",
+                help="start from an attn2d checkpoint or a plain state dict (torchvision, "
+                     "timm); attention weights may be missing")
+    options.add("--freeze-backbone", action="store_true",
+                help="train only attention modules and the classifier (needs --init-from)")
+    run.add_argument("--config", default=None, metavar="JSON",
+                     help="settings from this JSON file (as written by attn2d compare); options "
+                          "given on the command line override it (default: none)")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = (_config_from_file(args.config, args.resume) if args.config
-              else config_from_args(args))
-    result = train(config)
+    file_values = read_config_file(args.config) if args.config else None
+    result = train(config_from_args(args, file_values=file_values))
     if result["status"] == "interrupted":
         return 128 + int(result["signal"])
     return 0
