@@ -1,17 +1,48 @@
-"""``attn2d compare`` on a tiny Fashion-MNIST: files, rows, skipping and resuming."""
+"""``attn2d compare`` and ``attn2d report`` on a tiny Fashion-MNIST: files, rows, statistics,
+skipping and resuming, concurrent runs, the cost pass, rebuilding and merging."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
+import torch
 
+from attn2d.checkpoint import read_checkpoint
 from attn2d.cli import main
 from attn2d.compare import compare, run_name, split_specs
-from attn2d.train import TrainConfig
+from attn2d.report import report
+from attn2d.train import TrainConfig, train
 
-from .test_data import write_fashion_mnist
+from .datasets import write_fashion_mnist
+
+COST_COLUMNS = ("forward_ms", "train_step_ms", "epoch_s", "train_peak_mib")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
+    return str(root)
+
+
+def tiny(data_dir: str, **changes) -> TrainConfig:
+    base = TrainConfig(data_dir=data_dir, epochs=1, batch_size=32, progress=False,
+                       precise_bn=2)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def finished(data_dir, tmp_path_factory):
+    """One finished in-process comparison (none, se, eca(kernel_size=3)) × 2 seeds."""
+    out = tmp_path_factory.mktemp("cmp")
+    argv = ["compare", "--attention", "se,eca(kernel_size=3)", "--seeds", "2", "--epochs", "1",
+            "--batch-size", "32", "--data-dir", data_dir, "--out", str(out), "--in-process",
+            "--no-progress"]
+    assert main(argv) == 0
+    return out, argv
 
 
 def test_split_specs_splits_on_top_level_commas_only():
@@ -30,51 +61,128 @@ def test_run_name_is_filesystem_safe():
     assert run_name("criss-cross", 0) == "criss-cross-seed0"
 
 
-def test_compare_writes_table_plots_and_skips_finished_runs(tmp_path, capsys):
-    data = tmp_path / "data"
-    write_fashion_mnist(data / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
-    out = tmp_path / "cmp"
-    argv = ["compare", "--attention", "se,eca(kernel_size=3)", "--seeds", "2", "--epochs", "1",
-            "--batch-size", "32", "--data-dir", str(data), "--out", str(out), "--in-process",
-            "--no-progress"]
-    assert main(argv) == 0
-    for name in ("results.md", "results.csv", "results.json", "accuracy.png", "curves.png",
-                 "tradeoff.png"):
+def test_compare_writes_table_statistics_plots_html_and_costs(finished):
+    out, _ = finished
+    for name in ("results.md", "results.csv", "results.json", "results.html", "accuracy.png",
+                 "curves.png", "tradeoff.png", "costs.json", "comparison.json"):
         assert (out / name).stat().st_size > 0, name
-    report = json.loads((out / "results.json").read_text())
-    assert [r["mechanism"] for r in report["rows"]] == ["none", "se", "eca(kernel_size=3)"]
-    assert report["failed"] == [] and all(r["seeds"] == 2 for r in report["rows"])
-    none, se, eca = report["rows"]
-    assert eca["macs_m"] >= none["macs_m"]
-    assert none["delta_pp"] == 0 and se["params_m"] > none["params_m"]
-    assert se["delta_pp"] == pytest.approx(100 * (se["acc_mean"] - none["acc_mean"]))
-    assert se["family"] == "channel" and se["placement"] == "block"
+    result = json.loads((out / "results.json").read_text())
+    assert [r["mechanism"] for r in result["rows"]] == ["none", "se", "eca(kernel_size=3)"]
+    assert result["failed"] == [] and all(r["seeds"] == 2 for r in result["rows"])
+    none, se, eca = result["rows"]
+    assert se["params"] > none["params"] and eca["macs"] >= none["macs"]
+    assert none["verdict"] is None and none["delta_pp"] == 0
+    for row in (se, eca):
+        assert row["verdict"] in ("better", "worse", "no detectable difference")
+        assert row["delta_low_pp"] <= row["delta_pp"] <= row["delta_high_pp"]
+        assert 0 <= row["p"] <= row["p_holm"] <= 1 and row["detectable_pp"] > 0
+        assert row["acc_low"] <= row["acc"] <= row["acc_high"]
+    # The cost pass measured every column of every mechanism.
+    for row in result["rows"]:
+        assert all(row[key] is not None and row[key] > 0 for key in COST_COLUMNS), row
     with open(out / "results.csv") as f:
-        assert [r["mechanism"] for r in csv.DictReader(f)] == [r["mechanism"] for r in
-                                                               report["rows"]]
+        assert [r["mechanism"] for r in csv.DictReader(f)] == ["none", "se", "eca(kernel_size=3)"]
     table = (out / "results.md").read_text()
-    assert "| `eca(kernel_size=3)` |" in table and "Δ vs baseline" in table
-    assert len(report["curves"]["se"]) == 1
+    assert "| `eca(kernel_size=3)` |" in table and "p (Holm)" in table
+    assert "paired bootstrap over test images and exact McNemar" in table  # the method line
+    assert len(result["curves"]["se"]) == 2 and len(result["curves"]["se"][0]) == 1
+    html = (out / "results.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
 
-    # A rerun trains nothing: every run has its result.json.
-    finished = out / "runs" / "se-seed1" / "result.json"
-    stamp = finished.stat().st_mtime_ns
+
+def test_statistics_match_the_stored_predictions(finished):
+    import numpy as np
+
+    from attn2d import stats
+
+    out, _ = finished
+    result = json.loads((out / "results.json").read_text())
+    correct = {}
+    for spec in ("none", "se"):
+        correct[spec] = {}
+        for seed in (0, 1):
+            saved = np.load(out / "runs" / run_name(spec, seed) / "predictions.npz")
+            correct[spec][seed] = saved["predictions"] == saved["targets"]
+    expected = stats.versus_baseline(correct["none"], correct["se"])
+    se = result["rows"][1]
+    assert se["delta_pp"] == pytest.approx(100 * expected.delta)
+    assert se["p"] == pytest.approx(expected.p)
+
+
+def test_report_rebuilds_the_table_byte_for_byte(finished, tmp_path):
+    out, _ = finished
+    before = {name: (out / name).read_bytes() for name in ("results.md", "results.csv")}
+    report([out], tmp_path / "again", html=False)
+    for name, content in before.items():
+        assert (tmp_path / "again" / name).read_bytes() == content, name
+    assert main(["report", str(out), "--no-html"]) == 0
+    assert (out / "results.md").read_bytes() == before["results.md"]
+
+
+def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(finished, capsys):
+    out, argv = finished
+    done = out / "runs" / "se-seed1" / "result.json"
+    stamp = done.stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv) == 0
-    assert capsys.readouterr().out.count("skipped") == 6
-    assert finished.stat().st_mtime_ns == stamp
-
-    # A run without result.json resumes from its last.pt (here: already at the last epoch).
-    finished.unlink()
+    assert capsys.readouterr().out.count("finished before, skipped") == 6
+    assert done.stat().st_mtime_ns == stamp
+    done.unlink()  # last.pt stays: the run resumes (here: already at its last epoch)
     assert main(argv) == 0
-    assert "resuming" in capsys.readouterr().out and finished.exists()
-
-    # Same folder, other settings: refused rather than mixed into one table.
-    with pytest.raises(ValueError, match="same settings"):
-        compare(["se"], TrainConfig(data_dir=str(data), epochs=2, batch_size=32,
-                                    progress=False), seeds=1, out=out, in_process=True)
+    assert "se seed 1: resuming" in capsys.readouterr().out and done.exists()
 
 
-def test_compare_rejects_unknown_mechanism_before_training(tmp_path):
+def test_other_settings_in_the_same_folder_are_refused_by_name(finished, data_dir):
+    out, _ = finished
+    with pytest.raises(ValueError, match=r"different ones \(epochs: 1 vs 2\)"):
+        compare(["se"], tiny(data_dir, epochs=2, dataset="FMNIST", precise_bn=20), seeds=1, out=out,
+                in_process=True)
+
+
+def test_report_merges_folders_with_the_same_settings_and_refuses_others(data_dir, tmp_path):
+    for seed in (0, 1):  # one comparison finished over two sessions, one seed each
+        compare(["se"], tiny(data_dir), seeds=[seed], out=tmp_path / f"part{seed}",
+                in_process=True, costs=False, html=False)
+    merged = report([tmp_path / "part0", tmp_path / "part1"], tmp_path / "merged", html=False)
+    assert [r["seeds"] for r in merged["rows"]] == [2, 2]
+    compare(["se"], tiny(data_dir, lr=0.1), seeds=[2], out=tmp_path / "other", in_process=True,
+            costs=False, html=False)
+    with pytest.raises(ValueError, match=r"same settings to merge.*lr: 0\.05 vs 0\.1"):
+        report([tmp_path / "part0", tmp_path / "other"], tmp_path / "x")
+
+
+def test_a_run_under_jobs_2_equals_the_same_run_alone(data_dir, tmp_path):
+    out = tmp_path / "jobs"
+    compare(["se"], tiny(data_dir, epochs=2), seeds=1, out=out, jobs=2, costs=False,
+            html=False)
+    alone = tmp_path / "alone"
+    train(tiny(data_dir, epochs=2, attention="se", threads=1, out=str(alone)))
+    config = json.loads((out / "runs" / "se-seed0" / "result.json").read_text())["config"]
+    assert config["threads"] == 1  # 2 cores / 2 jobs
+    a = read_checkpoint(out / "runs" / "se-seed0" / "last.pt")["model"]
+    b = read_checkpoint(alone / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compare_takes_dataset_objects_in_process(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(48) % 4
+    images = (torch.rand(48, 1, 12, 12, generator=generator) * 60).to(torch.uint8)
+    images[torch.arange(48), 0, labels * 3, :] = 250  # a class-dependent stripe
+    train_set = TensorDataset(images[:32], labels[:32])
+    test_set = TensorDataset(images[32:], labels[32:])
+    result = compare(["se"], TrainConfig(epochs=2, batch_size=16, progress=False), seeds=1,
+                     out=tmp_path, datasets=(train_set, test_set), num_classes=4, html=False)
+    assert [r["mechanism"] for r in result["rows"]] == ["none", "se"]
+    assert result["settings"]["dataset"] == "custom"
+
+
+def test_compare_rejects_unknown_mechanism_and_bad_jobs_before_training(tmp_path, capsys):
     assert main(["compare", "--attention", "se,sqeeze", "--out", str(tmp_path)]) == 2
+    assert "unknown mechanism 'sqeeze'" in capsys.readouterr().err
+    assert main(["compare", "--attention", "se", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    assert "expected --jobs >= 1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

@@ -1,39 +1,59 @@
 """``attn2d compare``: a baseline and a list of mechanisms, several seeds each, one table.
 
+    plan = plan_runs(...)        # every (mechanism, seed), seed-major; finished ones skipped
+    run_all(plan, jobs)          # K runs at once, each an ordinary ``attn2d train`` process
+    measure_costs(...)           # one process times every model, interleaved: fair columns
+    write_report(...)            # table with CIs and paired tests, plots, HTML
+
 Each run is an ordinary ``attn2d train`` run in ``OUT/runs/<mechanism>-seed<k>/``. A run
 with a ``result.json`` is finished and skipped when the command is repeated; one with only a
-``last.pt`` resumes where it stopped. By default every run is a separate process, so its
-peak memory (resident set high-water mark on CPU) is its own and a crash in one mechanism
-does not stop the others.
+``last.pt`` resumes where it stopped. Every run is a separate process by default, so a crash
+in one mechanism does not stop the others and runs side by side do not share threads: a
+run's result does not depend on what runs beside it (on the CPU each of K concurrent runs
+gets cores/K threads unless ``threads`` says otherwise; results depend on the thread count,
+not on the neighbours). Seed-major order means a comparison stopped early still has every
+mechanism at the first seeds.
 
-Outputs: ``results.md``, ``results.csv``, ``results.json``, and ``accuracy.png`` (mean ±
-std per mechanism), ``curves.png`` (test accuracy per epoch, mean over seeds),
-``tradeoff.png`` (accuracy against parameters and against latency).
+The cost columns come from one pass after the runs (:func:`measure_costs`): every model of
+the comparison timed in the same process, interleaved, under the same conditions, and
+stored in ``OUT/costs.json`` so that ``attn2d report`` never re-measures.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
+import os
 import re
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import save_figure, write_atomic, write_json
+import torch
+import torch.nn.functional as F
+
+from ._amp import autocast
+from ._io import write_json
 from .registry import lookup
-from .train import RUNTIME_FIELDS, TrainConfig, train
+from .report import BASELINE, build_report, describe_differences, write_report
+from .timing import peak_memory, time_interleaved
+from .train import TrainConfig, build_model, resolve_device, train
 
-__all__ = ["compare", "run_name", "split_specs", "summarize"]
-
-BASELINE = "none"
-
+__all__ = [
+    "RunPlan",
+    "compare",
+    "default_threads",
+    "measure_costs",
+    "plan_runs",
+    "run_all",
+    "run_name",
+    "split_specs",
+]
 
 def split_specs(text: str) -> list[str]:
     """Split ``"none,se,cbam(reduction=8, spatial_kernel=3)"`` on top-level commas only."""
@@ -67,36 +87,152 @@ def run_name(spec: str, seed: int) -> str:
     return f"{slug}-seed{seed}"
 
 
-def _typical_use(spec: str, placement: str | None) -> dict[str, str]:
-    if spec == BASELINE:
-        return {"family": "-", "placement": "-", "summary": "baseline, no attention"}
-    row = lookup(spec)
-    return {"family": row.family, "placement": placement or row.placement,
-            "summary": row.summary}
+@dataclass
+class RunPlan:
+    """One (mechanism, seed) run of a comparison."""
+
+    spec: str
+    seed: int
+    config: TrainConfig
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "result.json").is_file()
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec} seed {self.seed}"
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+def _check_specs(mechanisms: Sequence[str]) -> list[str]:
+    specs = list(dict.fromkeys(s.strip() for s in mechanisms))
+    if not specs:
+        raise ValueError("attn2d compare: expected at least one mechanism, got none")
+    if BASELINE in specs:
+        specs.remove(BASELINE)
+    for spec in specs:
+        lookup(spec)  # an unknown name fails now, not after an hour of training
+    return [BASELINE, *specs]
 
 
-def _run_one(config: TrainConfig, in_process: bool) -> None:
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if in_process:
-        result = train(config)
-        if result["status"] != "finished":
-            raise KeyboardInterrupt
-        return
-    config_path = run_dir / "config.json"
-    write_json(config_path, dataclasses.asdict(config))
-    with open(run_dir / "train.log", "a") as log:
+def plan_runs(specs: Sequence[str], base: TrainConfig, seeds: Sequence[int], out: Path
+              ) -> list[RunPlan]:
+    """Every run, seed-major; refuse a folder that holds runs with other settings."""
+    plans = []
+    for seed in seeds:
+        for spec in specs:
+            run_dir = out / "runs" / run_name(spec, seed)
+            config = dataclasses.replace(
+                base, attention=None if spec == BASELINE else spec, seed=seed,
+                out=str(run_dir), resume=(run_dir / "last.pt").exists())
+            plan = RunPlan(spec, seed, config)
+            if plan.finished:
+                saved = json.loads((run_dir / "result.json").read_text())["config"]
+                wanted = {**dataclasses.asdict(config.resolved()), "dataset": saved["dataset"]}
+                diff = describe_differences({k: saved.get(k) for k in wanted}, wanted)
+                if diff:
+                    raise ValueError(f"attn2d compare: expected {run_dir} to hold a run with "
+                                     f"the same settings, got different ones ({diff}); use "
+                                     "another --out")
+            plans.append(plan)
+    return plans
+
+
+def _run_subprocess(plan: RunPlan) -> None:
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    config_path = plan.dir / "config.json"
+    write_json(config_path, dataclasses.asdict(plan.config))
+    env = {**os.environ}
+    if plan.config.threads:  # also the OpenMP pool, which torch's intra-op threads use
+        env["OMP_NUM_THREADS"] = str(plan.config.threads)
+    with open(plan.dir / "train.log", "a") as log:
         code = subprocess.call([sys.executable, "-m", "attn2d", "train", "--config",
-                                str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+                                str(config_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
     if code in (128 + 2, 128 + 15, -2, -15):  # SIGINT / SIGTERM: the run saved and stopped
         raise KeyboardInterrupt
     if code != 0:
-        tail = (run_dir / "train.log").read_text().splitlines()[-5:]
+        tail = (plan.dir / "train.log").read_text().splitlines()[-3:]
         raise RuntimeError(f"exit code {code}: " + " | ".join(tail))
+
+
+def _run_in_process(plan: RunPlan, data: Any) -> None:
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    write_json(plan.dir / "config.json", dataclasses.asdict(plan.config))
+    if train(plan.config, data=data)["status"] != "finished":
+        raise KeyboardInterrupt
+
+
+def run_all(plans: Sequence[RunPlan], jobs: int = 1,
+            launch: Callable[[RunPlan], None] = _run_subprocess) -> list[dict[str, str]]:
+    """Run the unfinished plans, ``jobs`` at a time, in order; return the failures.
+
+    One broken mechanism must not cost the others' hours: a failed run is reported and
+    the rest go on. An interrupt stops everything; rerunning resumes.
+    """
+    todo = [p for p in plans if not p.finished]
+    total = len(plans)
+    for i, plan in enumerate(plans, 1):
+        if plan.finished:
+            print(f"[{i}/{total}] {plan.label}: finished before, skipped", flush=True)
+    failed: list[dict[str, str]] = []
+    if not todo:
+        return failed
+    started = time.perf_counter()
+    index = {id(p): plans.index(p) + 1 for p in todo}
+
+    def report(plan: RunPlan, future: Future, took: float) -> None:
+        label = f"[{index[id(plan)]}/{total}] {plan.label}"
+        error = future.exception()
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        if error is not None:
+            print(f"{label}: FAILED ({error})", file=sys.stderr, flush=True)
+            failed.append({"mechanism": plan.spec, "seed": str(plan.seed), "error": str(error)})
+            return
+        result = json.loads((plan.dir / "result.json").read_text())
+        print(f"{label}: test acc {result['test_acc']:.2%} in {took:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future, tuple[RunPlan, float]] = {}
+        queue = list(todo)
+        done_count = 0
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    plan = queue.pop(0)
+                    verb = "resuming" if plan.config.resume else "training"
+                    print(f"[{index[id(plan)]}/{total}] {plan.label}: {verb}...", flush=True)
+                    pending[pool.submit(launch, plan)] = (plan, time.perf_counter())
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    plan, began = pending.pop(future)
+                    report(plan, future, time.perf_counter() - began)
+                    done_count += 1
+                    if done_count == 1 and queue:
+                        per_run = (time.perf_counter() - started) / min(jobs, len(todo))
+                        left = per_run * len(queue) / jobs
+                        print(f"attn2d compare: {len(queue) + len(pending)} runs to go, about "
+                              f"{_duration(left)} more at this pace", flush=True)
+        except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+            print("attn2d compare: interrupted; rerun the same command to continue",
+                  file=sys.stderr)
+            raise
+    return failed
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def default_threads(jobs: int) -> int:
+    """Threads per run when ``jobs`` runs share this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def compare(
@@ -104,8 +240,14 @@ def compare(
     base: TrainConfig,
     seeds: int | Sequence[int] = 3,
     out: str | Path = "runs/compare",
+    *,
+    jobs: int = 1,
     in_process: bool = False,
+    datasets: tuple[Any, Any] | None = None,
+    num_classes: int | None = None,
     command: str | None = None,
+    costs: bool = True,
+    html: bool = True,
 ) -> dict[str, Any]:
     """Train every mechanism with every seed (skipping finished runs) and write the report.
 
@@ -114,213 +256,146 @@ def compare(
         base: settings shared by every run; ``attention``, ``seed`` and ``out`` are set here.
         seeds: a count N (seeds 0..N-1) or the seeds themselves.
         out: output folder.
-        in_process: train in this process (faster start, but peak memory is then this
-            process's high-water mark, and a crash stops the comparison).
-        command: the command line, recorded in ``results.md``.
+        jobs: runs at once (separate processes). On a CPU each gets cores/jobs threads
+            unless ``base.threads`` is set; on a GPU they share the device.
+        in_process: train in this process, one run after another (starts faster; a crash
+            stops the comparison).
+        datasets: a ``(train, test)`` pair of :class:`torch.utils.data.Dataset` objects
+            instead of ``base.dataset``. Dataset objects cannot cross into the per-run
+            subprocesses, so with them every run goes in-process, one at a time. Images
+            are (C, H, W) tensors, uint8 (normalised with the training set's statistics)
+            or float (used as given); attn2d adds no augmentation.
+        num_classes: with ``datasets``: the number of classes (default:
+            ``len(train.classes)``).
+        command: the command line, recorded in the report.
+        costs: measure the cost columns after the runs (:func:`measure_costs`).
+        html: also write the self-contained ``results.html``.
     """
-    specs = list(dict.fromkeys(s.strip() for s in mechanisms))
-    if BASELINE not in specs:
-        specs.insert(0, BASELINE)
-    for spec in specs:
-        if spec != BASELINE:
-            lookup(spec)  # an unknown name fails now, not after an hour of training
+    specs = _check_specs(mechanisms)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError(f"attn2d compare: expected at least one seed, got {seeds!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"attn2d compare: expected --jobs >= 1, got {jobs!r}")
     names = [run_name(spec, s) for spec in specs for s in seed_list]
     if len(set(names)) != len(names):
         raise ValueError(f"attn2d compare: expected specs with distinct folder names, got {specs}")
+    in_process = in_process or datasets is not None
+    if in_process and jobs > 1:
+        raise ValueError("attn2d compare: expected --jobs 1 with in-process runs (dataset "
+                         f"objects or --in-process), got --jobs {jobs}")
+    device = resolve_device(base.device)
+    data = None
+    if datasets is not None:
+        from .data import data_from_datasets
+
+        train_set, test_set = datasets
+        if num_classes is None and not hasattr(train_set, "classes"):
+            raise ValueError("attn2d compare: expected num_classes with datasets that have no "
+                             ".classes attribute, got none")
+        classes = num_classes if num_classes is not None else len(train_set.classes)
+        data = data_from_datasets(train_set, test_set, classes, device, seed=0,
+                                  num_workers=base.num_workers)
+        base = dataclasses.replace(base, dataset=data.info.name)
+    base = base.resolved()
+    if base.threads is None and device.type == "cpu" and jobs > 1:
+        base = dataclasses.replace(base, threads=default_threads(jobs))
+    base = dataclasses.replace(base, progress=base.progress and in_process).check()
     out = Path(out)
-    failed: list[dict[str, str]] = []
-    total = len(specs) * len(seed_list)
-    # Seed-major: a comparison stopped early still has every mechanism at the first seeds.
-    for i, (seed, spec) in enumerate(((s, m) for s in seed_list for m in specs), 1):
-        run_dir = out / "runs" / run_name(spec, seed)
-        config = dataclasses.replace(
-            base, attention=None if spec == BASELINE else spec, seed=seed, out=str(run_dir),
-            resume=(run_dir / "last.pt").exists(), progress=base.progress and in_process)
-        label = f"[{i}/{total}] {spec} seed {seed}"
-        if (run_dir / "result.json").exists():
-            saved = json.loads((run_dir / "result.json").read_text())["config"]
-            wanted = _comparable(dataclasses.asdict(config))
-            if any(saved.get(k) != v for k, v in wanted.items()):
-                raise ValueError(f"attn2d compare: expected {run_dir} to hold a run with the "
-                                 "same settings, got a different one; use another --out")
-            print(f"{label}: finished before, skipped", flush=True)
-            continue
-        print(f"{label}: {'resuming' if config.resume else 'training'}...", flush=True)
-        started = time.perf_counter()
-        try:
-            _run_one(config, in_process)
-        except KeyboardInterrupt:
-            print(f"attn2d compare: interrupted during {spec} seed {seed}; rerun the same "
-                  "command to continue", file=sys.stderr)
-            raise
-        except Exception as err:  # one broken mechanism must not cost the others' hours
-            print(f"{label}: FAILED ({err})", file=sys.stderr, flush=True)
-            failed.append({"mechanism": spec, "seed": str(seed), "error": str(err)})
-            continue
-        result = json.loads((run_dir / "result.json").read_text())
-        print(f"{label}: test acc {result['last_test_acc']:.2%} in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
-    report = summarize(out, specs, seed_list, base, command=command)
+    plans = plan_runs(specs, base, seed_list, out)
+    todo = sum(not p.finished for p in plans)
+    print(f"attn2d compare: {len(specs)} models x {len(seed_list)} seeds = {len(plans)} runs "
+          f"({len(plans) - todo} finished), {jobs} at a time, in {out}", flush=True)
+    write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
+                                          "command": command})
+    if in_process:
+        failed = run_all(plans, 1, lambda plan: _run_in_process(plan, data))
+    else:
+        failed = run_all(plans, jobs)
+    if costs:
+        measure_costs(out, specs, device)
+    report = build_report([out])
     report["failed"] = failed
-    write_json(out / "results.json", report)
+    write_report(report, out, html=html)
     return report
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+# ----------------------------------------------------------------------------- costs
 
 
-def summarize(out: str | Path, specs: Sequence[str], seeds: Sequence[int], base: TrainConfig,
-              command: str | None = None) -> dict[str, Any]:
-    """Read the finished runs under ``out`` and write results.md/.csv/.json and the plots."""
-    out = Path(out)
-    rows, curves = [], {}
+def _finished_configs(out: Path, specs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One finished run's saved config per mechanism (any seed: costs ignore the weights)."""
+    found = {}
     for spec in specs:
-        results, histories = [], []
-        for seed in seeds:
-            run_dir = out / "runs" / run_name(spec, seed)
-            if (run_dir / "result.json").exists():
-                results.append(json.loads((run_dir / "result.json").read_text()))
-                histories.append([json.loads(line)["test_acc"] for line in
-                                  (run_dir / "metrics.jsonl").read_text().splitlines()])
-        if not results:
-            continue
-        accs = [r["last_test_acc"] for r in results]
-        acc_mean, acc_std = _mean_std(accs)
-        curves[spec] = [statistics.mean(epoch) for epoch in zip(*histories, strict=True)]
-        rows.append({
-            "mechanism": spec,
-            **_typical_use(spec, base.placement),
-            "seeds": len(results),
-            "params_m": results[0]["params"] / 1e6,
-            "macs_m": results[0]["macs"] / 1e6,
-            "acc_mean": acc_mean, "acc_std": acc_std, "accs": accs,
-            "best_acc_mean": statistics.mean(r["best_test_acc"] for r in results),
-            "time_per_epoch_s": statistics.mean(r["time_per_epoch_s"] for r in results),
-            "images_per_s": statistics.mean(r["images_per_s"] for r in results),
-            "latency_ms": statistics.mean(r["latency_ms_per_batch"] for r in results),
-            "latency_batch_size": results[0]["latency_batch_size"],
-            "peak_memory_mb": max(r["peak_memory_mb"] for r in results),
-            "peak_memory_kind": results[0]["peak_memory_kind"],
-        })
-    baseline = next((r for r in rows if r["mechanism"] == BASELINE), None)
-    for row in rows:
-        row["delta_pp"] = (100 * (row["acc_mean"] - baseline["acc_mean"])
-                           if baseline is not None else None)
-    settings = {k: v for k, v in dataclasses.asdict(base).items()
-                if k not in RUNTIME_FIELDS | {"attention", "seed", "resume"}}
-    report = {"settings": settings, "seeds": list(seeds), "command": command, "rows": rows,
-              "curves": curves}
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "results.md", _markdown(report))
-    write_atomic(out / "results.csv", _csv(rows))
-    write_json(out / "results.json", report)
-    if rows:
-        _plots(out, rows, curves)
-    return report
+        for result in sorted((out / "runs").glob(f"{run_name(spec, 0).rsplit('-seed', 1)[0]}"
+                                                 "-seed*/result.json")):
+            found[spec] = json.loads(result.read_text())["config"]
+            break
+    return found
 
 
-_COLUMNS = ("mechanism", "params (M)", "MACs (M)", "test acc (%)", "Δ vs baseline (pp)",
-            "time/epoch (s)", "latency (ms/batch)", "peak mem (MB)", "typical use")
+def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | str = "cpu",
+                  budget_s: float = 2.0) -> dict[str, Any]:
+    """Time every model of a comparison in this one process and store ``costs.json``.
+
+    For each mechanism with a finished run: the forward latency of a batch in eval mode
+    (no grad), the time of a training step (forward, loss, backward, optimiser step) and
+    the allocator's peak memory of a training step above what was allocated before it
+    (CUDA ``max_memory_allocated``; on the CPU the allocator's records). Steps of all models
+    alternate round by round (:func:`attn2d.timing.time_interleaved`), so load on a shared
+    machine hits them alike. Eager execution, the runs' batch size, autocast and layout.
+    """
+    out, device = Path(out), torch.device(device)
+    configs = _finished_configs(out, specs)
+    if not configs:
+        return {}
+    forward, train_steps = {}, {}
+    for spec, config in configs.items():
+        forward[spec], train_steps[spec] = _cost_steps(config, device)
+    latency = time_interleaved(forward, budget_s, device=device)
+    step = time_interleaved(train_steps, budget_s, device=device)
+    rows = {}
+    for spec, config in configs.items():
+        steps_per_epoch = config["train_images"] // config["batch_size"] \
+            if "train_images" in config else None
+        rows[spec] = {
+            "forward_ms": 1e3 * latency[spec], "train_step_ms": 1e3 * step[spec],
+            "epoch_s": step[spec] * steps_per_epoch if steps_per_epoch else None,
+            "train_peak_mib": peak_memory(train_steps[spec], device) / 2**20,
+        }
+    any_config = next(iter(configs.values()))
+    costs = {"device": str(device), "torch": torch.__version__,
+             "threads": torch.get_num_threads(), "batch_size": any_config["batch_size"],
+             "amp": any_config["amp"], "channels_last": any_config["channels_last"],
+             "execution": "eager", "rows": rows}
+    write_json(out / "costs.json", costs)
+    return costs
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
-    delta = "—" if row["delta_pp"] is None or row["mechanism"] == BASELINE else \
-        f"{row['delta_pp']:+.2f}"
-    use = row["summary"] if row["mechanism"] == BASELINE else \
-        f"{row['family']}, {row['placement']}: {row['summary']}"
-    return [f"`{row['mechanism']}`", f"{row['params_m']:.3f}", f"{row['macs_m']:.1f}",
-            f"{100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f}", delta,
-            f"{row['time_per_epoch_s']:.1f}", f"{row['latency_ms']:.1f}",
-            f"{row['peak_memory_mb']:.0f}", use]
+def _cost_steps(config: dict[str, Any], device: torch.device
+                ) -> tuple[Callable[[], None], Callable[[], None]]:
+    torch.manual_seed(0)
+    net = build_model(config).to(device)
+    memory = torch.channels_last if config.get("channels_last") else torch.contiguous_format
+    net = net.to(memory_format=memory)
+    shape = (config["batch_size"], config["in_channels"], config["input_size"],
+             config["input_size"])
+    x = torch.randn(shape, device=device).contiguous(memory_format=memory)
+    y = torch.randint(0, config["num_classes"], (shape[0],), device=device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    amp = config.get("amp", "none")
 
+    def forward() -> None:
+        net.eval()
+        with torch.no_grad(), autocast(device, amp):
+            net(x)
 
-def _markdown(report: dict[str, Any]) -> str:
-    s, rows = report["settings"], report["rows"]
-    lines = ["# attn2d compare", ""]
-    if report["command"]:
-        lines += ["```", report["command"], "```", ""]
-    subset = f"{s['subset']} (stratified)" if s["subset"] else "all"
-    test = f"{s['test_subset']} (stratified)" if s["test_subset"] else "all"
-    lines += [
-        f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"{s['optimizer']} lr {s['lr'] or 'default'}, training images: {subset}, test "
-        f"images: {test}; seeds {', '.join(map(str, report['seeds']))}.",
-        "",
-        "| " + " | ".join(_COLUMNS) + " |",
-        "|" + "|".join(" --- " for _ in _COLUMNS) + "|",
-        *("| " + " | ".join(_cells(r)) + " |" for r in rows),
-        "",
-    ]
-    if rows:
-        r = rows[0]
-        lines += [
-            "Test accuracy: final epoch (not the best epoch, which would select on the test "
-            "set), mean ± sample standard deviation over seeds; Δ in percentage points. "
-            f"MACs per image. Latency: median forward time of a batch of "
-            f"{r['latency_batch_size']} in eval mode. Time per epoch: training only. "
-            f"Peak memory: {r['peak_memory_kind']}, the maximum over seeds.",
-            "",
-        ]
-    return "\n".join(lines)
+    def train_step() -> None:
+        net.train()
+        with autocast(device, amp):
+            loss = F.cross_entropy(net(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    fields = ["mechanism", "family", "placement", "seeds", "params_m", "macs_m", "acc_mean",
-              "acc_std", "delta_pp", "best_acc_mean", "time_per_epoch_s", "images_per_s",
-              "latency_ms", "peak_memory_mb", "summary"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _plots(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[float]]) -> None:
-    # Figure without pyplot: no global backend is chosen, nothing depends on a display.
-    from matplotlib.figure import Figure
-
-    names = [r["mechanism"] for r in rows]
-    means = [100 * r["acc_mean"] for r in rows]
-    stds = [100 * r["acc_std"] for r in rows]
-
-    fig = Figure(figsize=(1.1 * len(rows) + 2, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
-    low = min(m - s for m, s in zip(means, stds, strict=True))
-    ax.set_ylim(max(0.0, low - 2), min(100.0, max(means) + max(stds) + 1))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("final test accuracy, mean ± std over seeds")
-    ax.tick_params(axis="x", labelrotation=30)
-    _save_figure(fig, out / "accuracy.png")
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for name, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("test accuracy per epoch (mean over seeds)")
-    ax.legend(fontsize="small")
-    _save_figure(fig, out / "curves.png")
-
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    for ax, key, label in zip(fig.subplots(1, 2), ("params_m", "latency_ms"),
-                              ("parameters (M)", f"latency (ms per batch of "
-                                                 f"{rows[0]['latency_batch_size']})"),
-                              strict=True):
-        for r, m, s in zip(rows, means, stds, strict=True):
-            ax.errorbar(r[key], m, yerr=s, fmt="o", capsize=3)
-            ax.annotate(r["mechanism"], (r[key], m), textcoords="offset points", xytext=(4, 4),
-                        fontsize="small")
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-    fig.suptitle("accuracy against cost")
-    _save_figure(fig, out / "tradeoff.png")
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    save_figure(fig, path, dpi=120)
+    return forward, train_step

@@ -1,38 +1,55 @@
-"""``attn2d compare``: baseline plus mechanisms, several seeds, one table and plots."""
+"""``attn2d compare``: baseline plus mechanisms, several seeds, one table, plots and HTML."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 
-from ..compare import compare, split_specs
+from ..train import TrainConfig
 from .train import add_training_arguments, config_from_args
 
-HELP = "train a baseline and each mechanism over several seeds; write a table and plots"
+HELP = "train a baseline and each mechanism over several seeds; table with CIs, tests, plots"
+
+# What compare changes from train's defaults: BatchNorm statistics that have settled before
+# every evaluation (short runs otherwise compare the statistics' lag, not the mechanisms),
+# and compiled steps where they pay (CUDA graphs on a GPU; eager on a CPU).
+DEFAULTS = dataclasses.replace(TrainConfig(), precise_bn=20, compile="auto")
+DEFAULT_MECHANISMS = "none,se,eca,cbam,nonlocal,danet,criss-cross"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attention", default="none,se,eca,cbam,nonlocal,danet,criss-cross",
+    parser.add_argument("--attention", default=DEFAULT_MECHANISMS,
                         help="comma-separated spec strings; commas inside parentheses belong "
                              "to the spec, e.g. 'none,se,cbam(reduction=8)' "
                              "(default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
-    add_training_arguments(parser)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each its own process; on a CPU each gets "
+                             "cores/jobs threads unless --threads is given (default: 1)")
+    add_training_arguments(parser, DEFAULTS, attention=False)
     parser.add_argument("--out", default="runs/compare",
                         help="output folder; rerunning skips finished runs (default: %(default)s)")
     parser.add_argument("--in-process", action="store_true",
-                        help="train in this process instead of one process per run (starts "
-                             "faster; peak memory is then this process's high-water mark)")
+                        help="train in this process, one run after another (starts faster; a "
+                             "crash stops the comparison) (default: off)")
+    parser.add_argument("--no-costs", dest="costs", action="store_false",
+                        help="skip the cost pass after the runs (default: measure)")
+    parser.add_argument("--no-html", dest="html", action="store_false",
+                        help="skip results.html (default: write it)")
 
 
 def run(args: argparse.Namespace) -> int:
-    base = config_from_args(args, attention=None, seed=0, out=args.out)
+    from ..compare import compare, split_specs
+
+    base = config_from_args(args, DEFAULTS, attention=None, seed=0, out=args.out)
     command = "attn2d " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] \
         else None
-    report = compare(split_specs(args.attention), base.check(), seeds=args.seeds, out=args.out,
-                     in_process=args.in_process, command=command)
-    print(f"\n{(args.out.rstrip('/'))}/results.md:\n")
+    report = compare(split_specs(args.attention), base, seeds=args.seeds, out=args.out,
+                     jobs=args.jobs, in_process=args.in_process, command=command,
+                     costs=args.costs, html=args.html)
+    print(f"\n{args.out.rstrip('/')}/results.md:\n")
     with open(f"{args.out}/results.md") as f:
         print(f.read())
     return 1 if report["failed"] else 0
