@@ -49,7 +49,7 @@ _VALIDATION = re.compile(r"^[\w .:()/-]{1,80}: (expected|unknown|malformed) ")
 def is_validation_error(err: BaseException) -> bool:
     """True for errors attn2d raises on bad input, worded "<owner>: expected …", raised by
     attn2d's own code. Anything else is a bug somewhere and keeps its traceback."""
-    if not isinstance(err, (ValueError, TypeError, OSError)):
+    if not isinstance(err, (ValueError, TypeError, OSError, ImportError)):
         return False
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:

@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default="3x32x32", help="CxHxW or BxCxHxW (default: 3x32x32)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--no-maps", dest="maps", action="store_false",
-                        help="leave attention-map hook points out (trace the fast path)")
+                        help="leave the attention-map taps out of the trace (default: shown)")
+    parser.add_argument("--capture", action="store_true",
+                        help="switch map capture on, so fast paths build their explicit maps "
+                             "(default: off, the path training runs)")
     parser.add_argument("--gradcheck", action="store_true",
                         help="also gradcheck a mechanism in float64 on this input")
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         module = create(args.name, shape[1])
     module.eval()
     torch.manual_seed(0)
-    trace = trace_shapes(module, torch.randn(shape), include_maps=args.maps)
+    trace = trace_shapes(module, torch.randn(shape), include_maps=args.maps,
+                         capture=args.capture)
     print(trace.render())
     if args.gradcheck:
         if is_model:

@@ -35,8 +35,8 @@ def _timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise ImportError("create_model: timm models need timm, which is not installed; "
-                          "pip install timm") from None
+        raise ImportError("create_model: expected the timm package for timm: models, got "
+                          "none installed; pip install timm") from None
     return timm
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .. import _io
 
-if TYPE_CHECKING:  # attn2d.debug imports this package's recorder; avoid the import cycle
+if TYPE_CHECKING:  # for annotations only: debug sits below viz and needs no import here
     from ..debug import MapStats
 
 __all__ = [

@@ -37,6 +37,7 @@ __all__ = [
     "PICTURES",
     "Example",
     "Subject",
+    "gallery_pictures",
     "load_subject",
     "mechanism_paths",
     "sample_batches",
@@ -387,3 +388,24 @@ def visualize(
     return visualize_example(subject.model, example, out_dir, query=query, sample=batches,
                              metrics=metrics, title=subject.title, layers=layers,
                              pictures=pictures, prefix=prefix)
+
+
+GALLERY_PICTURES = ("query", "spatial", "channel", "affinity")
+
+
+def gallery_pictures(checkpoint: PathLike, out_dir: PathLike, *, index: int = 0,
+                     limit: int = 2) -> list[Path]:
+    """A few telling pictures of a trained run for one test image (for reports): where a
+    query pixel looks, spatial maps, channel weights, affinities, in that order of
+    preference, at most ``limit``. The run's own data folder is used."""
+    from ..train import load_model
+
+    _, config = load_model(checkpoint)
+    subject = load_subject(checkpoint, data_dir=config.get("data_dir"))
+    files: list[Path] = []
+    for picture in GALLERY_PICTURES:
+        if len(files) >= limit:
+            break
+        files += visualize(subject, out_dir, index=index, sample=0, pictures=[picture],
+                           prefix=picture)[: limit - len(files)]
+    return files
