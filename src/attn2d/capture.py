@@ -18,11 +18,15 @@ block the model runs exactly as before. No plotting here (see :mod:`attn2d.viz`)
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -240,6 +244,33 @@ class AttentionRecorder:
     def merged(self) -> list[MapRecord]:
         """All forward passes so far, each map's tensors joined along the batch dimension."""
         return merge_records(self.forwards)
+
+    def save(self, path: str | os.PathLike[str], indices: Sequence[int] | None = None) -> Path:
+        """Every recorded map as arrays in one ``.npz``, for plotting with other tools.
+
+        All forward passes so far are joined along the batch (:meth:`merged`). Each map is
+        keyed by its label, ``"<module path>:<kind>"`` (``#2`` for a second pass, as RCCA's);
+        ``index`` holds the input index of every batch row (``indices`` if given, else
+        0, 1, ...), ``feature_size`` per label the (H, W) of the features when known::
+
+            maps = numpy.load("maps.npz")
+            maps["block2.attn.spatial_gate:spatial"]  # (B, 1, H, W)
+        """
+        from ._io import save_npz
+
+        records = self.merged()
+        if not records:
+            raise ValueError("AttentionRecorder: expected recorded maps to save, got none (run "
+                             "the model inside the with block first)")
+        rows = next((int(r.tensor.shape[0]) for r in records if r.kind != "mixture"), 0)
+        index = list(range(rows)) if indices is None else [int(i) for i in indices]
+        if len(index) != rows:
+            raise ValueError(f"AttentionRecorder: expected {rows} indices (one per recorded "
+                             f"input), got {len(index)}")
+        arrays = {r.label: r.tensor.float().numpy() for r in records}
+        sizes = {r.label: list(r.feature_size) for r in records if r.feature_size}
+        return save_npz(path, index=np.asarray(index, dtype=np.int64),
+                        feature_size=np.asarray(json.dumps(sizes)), **arrays)
 
     def clear(self) -> None:
         """Forget what was recorded (hooks stay attached inside the ``with`` block)."""

@@ -24,6 +24,28 @@ def _commands() -> dict[str, object]:
     return found
 
 
+def _shown(value: object) -> str:
+    # (the names list, tuple are shadowed here by the sub-command modules cli.list, ...)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return " ".join(map(str, value))
+    return str(value).replace("%", "%%")
+
+
+class _DefaultsShown(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not (
+                action.option_strings or action.nargs in ("?", "*")):
+            return text
+        return f"{text} (default: {_shown(action.default)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attn2d",
@@ -35,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attn2d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in _commands().items():
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                             formatter_class=_DefaultsShown)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -73,12 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        return code
     except KeyboardInterrupt:
         print(f"attn2d {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `attn2d trace ... | head`: the reader left; not an error
-        sys.stderr.close()
+        # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as err:

@@ -24,11 +24,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--seed", type=int, default=0, help="seed of the untrained model")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None,
-                      help="fashion-mnist or cifar10 (default: the checkpoint's, else "
+                      help="a dataset name (default: the checkpoint's, else "
                            "fashion-mnist)")
     data.add_argument("--data-dir", default=None,
                       help="dataset folder (default: $ATTN2D_DATA_DIR or ./data)")
-    data.add_argument("--split", default="test", choices=("train", "test"))
+    data.add_argument("--split", default="test", choices=("train", "test"),
+                      help="which split the images come from")
 
 
 def subject_from_args(args: argparse.Namespace):
@@ -62,12 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KIND", help=f"draw only these kinds: {', '.join(PICTURES)} "
                                              "(default: all)")
     parser.add_argument("--prefix", default="", help="file-name prefix (e.g. the run name)")
+    parser.add_argument("--save-maps", default=None, metavar="NPZ",
+                        help="also write the image's captured maps as arrays, keyed by module "
+                             "path and kind (default: none)")
 
 
 def run(args: argparse.Namespace) -> int:
     files = visualize(subject_from_args(args), args.out, index=args.index, split=args.split,
                       query=_query(args.query), sample=args.sample,
-                      layers=args.layers, pictures=args.pictures, prefix=args.prefix)
+                      layers=args.layers, pictures=args.pictures, prefix=args.prefix,
+                      save_maps=args.save_maps)
     for path in files:
         print(path)
     return 0

@@ -132,6 +132,9 @@ def visualize_example(
     layers: Sequence[str] | None = None,
     pictures: Sequence[str] | None = None,
     prefix: str = "",
+    save_maps: PathLike | None = None,
+    index: int = 0,
+    strict: bool = True,
 ) -> list[Path]:
     """Write every applicable picture for one image; returns the PNG paths in order.
 
@@ -150,6 +153,11 @@ def visualize_example(
             ``"layer3.1.attn"``); default all. Histograms still cover every map.
         pictures: draw only these kinds of picture (see :data:`PICTURES`); default all.
         prefix: file-name prefix, so several runs can share one folder.
+        save_maps: also write every captured map of the image to this ``.npz`` (see
+            :meth:`attn2d.capture.AttentionRecorder.save`), with ``index`` as its input index.
+        index: the image's index in its dataset, recorded with the saved maps.
+        strict: refuse ``pictures`` this model cannot give (naming those it can); with
+            ``False`` they are skipped.
     """
     if example.x.dim() != 3:
         raise ValueError(f"visualize_example: expected a (C, H, W) image, got shape "
@@ -180,6 +188,10 @@ def visualize_example(
             logits = model(example.x[None])
     finally:
         model.train(was_training)
+    if save_maps is not None:
+        rec.save(save_maps, indices=[index])
+    if strict:
+        _check_pictures(pictures, _allowed_pictures(rec.records, groups, stages, sample, metrics))
     caption = example.caption
     if isinstance(logits, Tensor) and logits.dim() == 2:
         p = logits.softmax(-1)[0]
@@ -213,6 +225,26 @@ def visualize_example(
         write("curves", "curves", plots.plot_training_curves, list(metrics),
               title=f"{head}training curves")
     return write.written
+
+
+def _allowed_pictures(records: Sequence[MapRecord], groups: dict, stages: Sequence[str],
+                      sample: object, metrics: Sequence[PathLike]) -> list[str]:
+    """The kinds of picture this model and these inputs can give, in :data:`PICTURES` order."""
+    kinds = {_PICTURE_OF_KIND[r.kind] for r in records if r.kind in _PICTURE_OF_KIND}
+    if groups or stages:
+        kinds |= {"features", "top-channels"}
+    if sample is not None and groups:
+        kinds.add("histograms")
+    if metrics:
+        kinds.add("curves")
+    return [p for p in PICTURES if p in kinds]
+
+
+def _check_pictures(pictures: Sequence[str] | None, allowed: Sequence[str]) -> None:
+    missing = [p for p in pictures or () if p not in allowed]
+    if missing:
+        raise ValueError(f"attn2d visualize: expected --pictures among those this model "
+                         f"allows ({', '.join(allowed) or 'none'}), got {', '.join(missing)}")
 
 
 def _mechanism_pictures(write: _Writer, mech: str, records: list[MapRecord],
@@ -367,11 +399,13 @@ def visualize(
     layers: Sequence[str] | None = None,
     pictures: Sequence[str] | None = None,
     prefix: str = "",
+    save_maps: PathLike | None = None,
+    strict: bool = True,
 ) -> list[Path]:
     """Every picture for image ``index`` of ``split`` (see :func:`visualize_example`), with
     histograms over the split's first ``sample`` images (0: none) and the training curves
-    of a checkpoint's run; ``layers``, ``pictures`` and ``prefix`` as in
-    :func:`visualize_example`."""
+    of a checkpoint's run; ``layers``, ``pictures``, ``prefix``, ``save_maps`` and ``strict``
+    as in :func:`visualize_example`."""
     from ..data import dataset_info, denormalize, get_dataset
 
     info = dataset_info(subject.dataset)
@@ -387,7 +421,8 @@ def visualize(
     metrics = [subject.metrics] if subject.metrics is not None else []
     return visualize_example(subject.model, example, out_dir, query=query, sample=batches,
                              metrics=metrics, title=subject.title, layers=layers,
-                             pictures=pictures, prefix=prefix)
+                             pictures=pictures, prefix=prefix, save_maps=save_maps,
+                             index=index, strict=strict)
 
 
 GALLERY_PICTURES = ("query", "spatial", "channel", "affinity")
@@ -407,5 +442,5 @@ def gallery_pictures(checkpoint: PathLike, out_dir: PathLike, *, index: int = 0,
         if len(files) >= limit:
             break
         files += visualize(subject, out_dir, index=index, sample=0, pictures=[picture],
-                           prefix=picture)[: limit - len(files)]
+                           prefix=picture, strict=False)[: limit - len(files)]
     return files
