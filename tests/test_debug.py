@@ -25,8 +25,8 @@ from attn2d.debug import (
 )
 from attn2d.models import create_model
 
+from .datasets import write_fashion_mnist
 from .helpers import activate
-from .test_data import write_fashion_mnist
 
 
 # -- statistics ------------------------------------------------------------------------------

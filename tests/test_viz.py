@@ -32,8 +32,8 @@ from attn2d.viz import (
     visualize_example,
 )
 
+from .datasets import write_fashion_mnist
 from .helpers import activate
-from .test_data import write_fashion_mnist
 
 
 def no_hooks_left(model: nn.Module) -> bool:
@@ -314,3 +314,42 @@ def test_query_marker_cells_match_the_map_grid():
 
     assert _feature_cell((13, 2), (16, 16), (4, 4)) == (3, 0)
     assert _feature_cell((27, 27), (28, 28), (3, 3)) == (2, 2)
+
+
+def test_saved_maps_are_the_recorded_ones_keyed_by_path_and_kind(tmp_path):
+    import numpy as np
+
+    model = create_model("small_cnn", attention="rcca", placement="stage", in_channels=1)
+    activate(model).eval()
+    x = torch.randn(3, 1, 16, 16)
+    with attn2d.capture.AttentionRecorder(model) as rec, torch.no_grad():
+        model(x[:2])
+        model(x[2:])
+    path = rec.save(tmp_path / "maps.npz", indices=[10, 11, 12])
+    saved = np.load(path)
+    assert list(saved["index"]) == [10, 11, 12]
+    merged = {r.label: r for r in rec.merged()}
+    assert set(saved.files) == {"index", "feature_size", *merged}
+    assert "attn.block1.attention:criss-cross#2" in merged  # RCCA's second pass
+    for label, record in merged.items():
+        np.testing.assert_array_equal(saved[label], record.tensor.numpy())
+    sizes = json.loads(str(saved["feature_size"]))
+    assert sizes["attn.block1.attention:criss-cross"] == [8, 8]
+    with pytest.raises(ValueError, match="expected 3 indices"):
+        rec.save(tmp_path / "bad.npz", indices=[1])
+
+
+def test_visualize_save_maps_and_pictures_the_model_cannot_give(data_dir, tmp_path, capsys):
+    import numpy as np
+
+    maps = tmp_path / "maps.npz"
+    assert main(["visualize", "--model", "small_cnn", "--attention", "cbam", "--data-dir",
+                 data_dir, "--index", "5", "--sample", "0", "--pictures", "spatial",
+                 "--save-maps", str(maps), "--out", str(tmp_path / "p")]) == 0
+    saved = np.load(maps)
+    assert list(saved["index"]) == [5]
+    assert saved["block2.attn.spatial_gate:spatial"].shape == (1, 1, 14, 14)
+    assert main(["visualize", "--model", "small_cnn", "--attention", "se", "--data-dir",
+                 data_dir, "--pictures", "query", "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "allows (channel, features, top-channels, histograms), got query" in err

@@ -191,7 +191,7 @@ def visualize_example(
     if save_maps is not None:
         rec.save(save_maps, indices=[index])
     if strict:
-        _check_pictures(pictures, _allowed_pictures(rec.records, groups, stages, sample, metrics))
+        _check_pictures(pictures, _allowed_pictures(rec.records, groups, stages, metrics))
     caption = example.caption
     if isinstance(logits, Tensor) and logits.dim() == 2:
         p = logits.softmax(-1)[0]
@@ -228,12 +228,12 @@ def visualize_example(
 
 
 def _allowed_pictures(records: Sequence[MapRecord], groups: dict, stages: Sequence[str],
-                      sample: object, metrics: Sequence[PathLike]) -> list[str]:
+                      metrics: Sequence[PathLike]) -> list[str]:
     """The kinds of picture this model and these inputs can give, in :data:`PICTURES` order."""
     kinds = {_PICTURE_OF_KIND[r.kind] for r in records if r.kind in _PICTURE_OF_KIND}
     if groups or stages:
         kinds |= {"features", "top-channels"}
-    if sample is not None and groups:
+    if groups:  # given sample images (visualize's --sample)
         kinds.add("histograms")
     if metrics:
         kinds.add("curves")
