@@ -46,7 +46,9 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{text} (default: {_shown(action.default)})"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that sub-command's options are built (the others
+    list their one-line help), so a command imports only what it needs."""
     parser = argparse.ArgumentParser(
         prog="attn2d",
         description="2D attention mechanisms for CNNs: list, profile, train, compare, "
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP,
                              formatter_class=_DefaultsShown)
-        module.add_arguments(cmd)
+        if command is None or command == name:
+            module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
@@ -93,8 +96,9 @@ def error_line(command: str, err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = [*(sys.argv[1:] if argv is None else argv)]  # (`list` is the cli.list module here)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit

@@ -6,16 +6,24 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
-from ..train import TrainConfig
 from .train import add_training_arguments, config_from_args
+
+if TYPE_CHECKING:
+    from ..train import TrainConfig
 
 HELP = "train a baseline and each mechanism over several seeds; table with CIs, tests, plots"
 
 # What compare changes from train's defaults: BatchNorm statistics that have settled before
 # every evaluation (short runs otherwise compare the statistics' lag, not the mechanisms),
 # and compiled steps where they pay (CUDA graphs on a GPU; eager on a CPU).
-DEFAULTS = dataclasses.replace(TrainConfig(), precise_bn=20, compile="auto")
+def defaults() -> TrainConfig:
+    from ..train import TrainConfig
+
+    return dataclasses.replace(TrainConfig(), precise_bn=20, compile="auto")
+
+
 DEFAULT_MECHANISMS = "none,se,eca,cbam,nonlocal,danet,criss-cross"
 
 
@@ -28,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each its own process; on a CPU each gets "
                              "cores/jobs threads unless --threads is given (default: 1)")
-    add_training_arguments(parser, DEFAULTS, attention=False)
+    add_training_arguments(parser, defaults(), attention=False)
     parser.add_argument("--out", default="runs/compare",
                         help="output folder; rerunning skips finished runs (default: %(default)s)")
     parser.add_argument("--in-process", action="store_true",
@@ -43,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..compare import compare, split_specs
 
-    base = config_from_args(args, DEFAULTS, attention=None, seed=0, out=args.out)
+    base = config_from_args(args, defaults(), attention=None, seed=0, out=args.out)
     command = "attn2d " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] \
         else None
     report = compare(split_specs(args.attention), base, seeds=args.seeds, out=args.out,

@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .._io import atomic_path
-from ..debug import collect_attention_stats, format_stats
-from ..viz.report import sample_batches
+from .._io import write_json
 from .visualize import add_model_arguments, subject_from_args
 
 HELP = "attention statistics (mean, std, entropy, saturation) over N images; flags bad maps"
@@ -24,13 +22,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..debug import collect_attention_stats, format_stats
+    from ..train import accuracy_gap
+    from ..viz.report import sample_batches
+
     subject = subject_from_args(args)
     batches = sample_batches(subject.dataset, args.images, args.batch_size, subject.data_dir,
                              args.split)
     stats = collect_attention_stats(subject.model, batches)
     print(f"{subject.title} on {args.images} {subject.dataset} {args.split} images")
     print(format_stats(stats))
+    if subject.metrics is not None:  # a trained run: did its evaluation lag its training?
+        rows = [json.loads(line) for line in subject.metrics.read_text().splitlines() if line]
+        gap = accuracy_gap(rows[-1]) if rows else None
+        if gap:
+            print(f"\nwarning: {gap}")
     if args.json:
-        with atomic_path(Path(args.json)) as tmp:
-            tmp.write_text(json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
+        write_json(Path(args.json), [s.as_dict() for s in stats])
     return 0

@@ -11,13 +11,19 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..train import COMPILE_MODES, GATE_INITS, OPTIMIZERS, TrainConfig, train
+if TYPE_CHECKING:
+    from ..train import TrainConfig
 
 HELP = "train one model with or without attention; metrics, checkpoints, resume, torchrun"
 
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _config_fields() -> set[str]:
+    from ..train import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _shown(value: Any) -> str:
@@ -59,7 +65,7 @@ class _Group:
         dest = dest or flags[0].lstrip("-").replace("-", "_")
         if dest.startswith("no_"):
             dest = dest[3:]
-        assert dest in _CONFIG_FIELDS, dest
+        assert dest in _config_fields(), dest
         default = _shown(getattr(self.defaults, dest))
         self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS,
                                 help=f"{help} (default: {default})", **kwargs)
@@ -68,6 +74,8 @@ class _Group:
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
                            attention: bool = True) -> None:
     """Options shared by ``train`` and ``compare``: model, data, optimisation, speed."""
+    from ..train import COMPILE_MODES, GATE_INITS, OPTIMIZERS
+
     options = _Options(parser, defaults)
     model = options.group("model")
     model.add("--model", help="small_cnn, resnet18, resnet34, resnet50, or torchvision:NAME / "
@@ -156,22 +164,28 @@ def read_config_file(path: str, owner: str = "attn2d train") -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{owner}: expected --config {path} to hold a JSON object of "
                          f"settings, got a JSON {type(values).__name__}")
-    unknown = sorted(set(values) - _CONFIG_FIELDS)
+    fields = _config_fields()
+    unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"{owner}: expected --config {path} to hold only TrainConfig fields, "
-                         f"got unknown keys {unknown}; valid: {', '.join(sorted(_CONFIG_FIELDS))}")
+                         f"got unknown keys {unknown}; valid: {', '.join(sorted(fields))}")
     return values
 
 
 def config_from_args(args: argparse.Namespace, defaults: TrainConfig | None = None,
                      file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """Command line over ``file_values`` over ``defaults`` (see the module docstring)."""
-    given = {k: v for k, v in vars(args).items() if k in _CONFIG_FIELDS}
+    from ..train import TrainConfig
+
+    fields = _config_fields()
+    given = {k: v for k, v in vars(args).items() if k in fields}
     base = dataclasses.asdict(defaults or TrainConfig())
     return TrainConfig(**{**base, **(file_values or {}), **given, **overrides})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..train import TrainConfig
+
     add_training_arguments(parser, TrainConfig())
     run = parser.add_argument_group("run")
     options = _Group(run, TrainConfig())
@@ -191,6 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
     file_values = read_config_file(args.config) if args.config else None
     result = train(config_from_args(args, file_values=file_values))
     if result["status"] == "interrupted":

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..viz.report import PICTURES, load_subject, visualize
-
 HELP = "write every attention picture for one image (trained checkpoint or untrained model)"
 
 
@@ -33,6 +31,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def subject_from_args(args: argparse.Namespace):
+    from ..viz.report import load_subject
+
     return load_subject(args.checkpoint, model=args.model, attention=args.attention,
                         placement=args.placement, dataset=args.dataset,
                         data_dir=args.data_dir, seed=args.seed)
@@ -50,6 +50,8 @@ def _query(text: str | None) -> tuple[int, int] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..viz.report import PICTURES
+
     add_model_arguments(parser)
     parser.add_argument("--index", type=int, default=0, help="image index in the split")
     parser.add_argument("--out", required=True, help="folder for the PNG files")
@@ -69,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..viz.report import visualize
+
     files = visualize(subject_from_args(args), args.out, index=args.index, split=args.split,
                       query=_query(args.query), sample=args.sample,
                       layers=args.layers, pictures=args.pictures, prefix=args.prefix,
