@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from attn2d import data
-from attn2d.data import dataset_info, denormalize, get_dataset, stratified_subset
+from attn2d.data import (
+    DATASETS,
+    canonical_dataset,
+    dataset_info,
+    denormalize,
+    get_dataset,
+    readers,
+    stratified_subset,
+)
 
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
@@ -32,6 +39,43 @@ def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> np.ndarray:
     with open(folder / "batches.meta", "wb") as f:
         names = list(dataset_info("cifar10").classes)
         pickle.dump({"label_names": names, "num_cases_per_batch": per_batch}, f)
+    return first
+
+
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0
+                   ) -> tuple[np.ndarray, list[int]]:
+    """CIFAR-100's python format: one pickled dict per split with fine and coarse labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    first = None
+    for name, n in (("train", n_train), ("test", n_test)):
+        rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.permutation(np.arange(n) % 100)]
+        entry = {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name,
+                 "fine_labels": fine, "coarse_labels": [f // 5 for f in fine], "data": rows}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+        first = (rows, fine) if first is None else first
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": list(dataset_info("cifar100").classes),
+                     "coarse_label_names": [f"super{i}" for i in range(20)]}, f)
+    return first
+
+
+def write_svhn(folder: Path, n_train: int = 30, n_test: int = 20, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """SVHN's MATLAB files: X (32, 32, 3, N) uint8 and y (N, 1) with digit 0 as label 10."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    first = None
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)  # 1..10
+        savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        first = (x, y) if first is None else first
     return first
 
 
@@ -110,20 +154,20 @@ def test_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
 def test_fashion_mnist_is_decompressed_from_the_system_folder(tmp_path, monkeypatch):
     system = tmp_path / "system"
     write_fashion_mnist(system)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", system)
+    monkeypatch.setattr(readers, "SYSTEM_FASHION_MNIST", system)
     train = get_dataset("fashion-mnist", "train", tmp_path / "data")
     test = get_dataset("fmnist", "test", tmp_path / "data")
     assert len(train) == 120 and len(test) == 40
     assert train[0][0].shape == (1, 28, 28)
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(data._FASHION_FILES)  # no temp files
+    assert sorted(p.name for p in raw.iterdir()) == sorted(readers._FASHION_FILES)  # no temp files
     labels = np.frombuffer(gzip.decompress((system / "train-labels-idx1-ubyte.gz").read_bytes()),
                            dtype=np.uint8, offset=8)
     assert train.targets.tolist() == labels.tolist()
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(readers, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         get_dataset("fashion-mnist", "train", tmp_path / "data")
 
@@ -162,3 +206,67 @@ def test_dataset_info_and_errors():
         dataset_info("imagenet")
     with pytest.raises(ValueError, match="split"):
         get_dataset("cifar10", "valid")
+
+
+def test_cifar100_reads_fine_labels_from_its_pickle_files(tmp_path):
+    rows, fine = write_cifar100(tmp_path)
+    train = get_dataset("CIFAR-100", "train", tmp_path, augment=False)
+    test = get_dataset("cifar_100", "test", tmp_path)
+    assert len(train) == 200 and len(test) == 100
+    assert train.targets.tolist() == fine
+    info = dataset_info("cifar100")
+    assert info.num_classes == 100 and info.classes[:3] == ("apple", "aquarium_fish", "baby")
+    assert (info.crop_padding, info.flip) == (4, True)
+    # Row i holds the red plane, then green, then blue, each row-major 32 x 32.
+    torch.testing.assert_close(denormalize(train[5][0], info),
+                               torch.from_numpy(rows[5].reshape(3, 32, 32)).float() / 255)
+
+
+def test_svhn_reads_mat_files_with_digit_zero_as_label_zero(tmp_path):
+    x, y = write_svhn(tmp_path / "svhn")
+    train = get_dataset("SVHN", "train", tmp_path, augment=False)
+    assert len(train) == 30 and len(get_dataset("svhn", "test", tmp_path)) == 20
+    expected = [int(v) % 10 for v in y[:, 0]]  # 10 -> 0, 1..9 unchanged
+    assert train.targets.tolist() == expected and 0 in expected
+    info = dataset_info("svhn")
+    assert (info.crop_padding, info.flip, info.classes[0]) == (4, False, "0")
+    # X[h, w, c, n] is pixel (h, w) of channel c of image n.
+    torch.testing.assert_close(train.images[7, 2, 3, 5], torch.tensor(x[3, 5, 2, 7]))
+    torch.testing.assert_close(denormalize(train[7][0], info),
+                               torch.from_numpy(x[..., 7]).permute(2, 0, 1).float() / 255)
+
+
+def test_svhn_is_also_read_where_torchvision_downloads_it(tmp_path):
+    write_svhn(tmp_path)  # train_32x32.mat directly in data_dir
+    assert len(get_dataset("svhn", "train", tmp_path)) == 30
+
+
+def test_missing_cifar100_and_svhn_say_how_to_get_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*--download"):
+        get_dataset("cifar100", "train", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"train_32x32\.mat.*--download"):
+        get_dataset("svhn", "train", tmp_path)
+
+
+@pytest.mark.parametrize(("alias", "canonical"), [
+    ("fmnist", "fashion-mnist"), ("FashionMNIST", "fashion-mnist"),
+    ("fashion_mnist", "fashion-mnist"), ("Fashion-MNIST", "fashion-mnist"),
+    ("CIFAR10", "cifar10"), ("cifar-10", "cifar10"), ("cifar_100", "cifar100"),
+    ("CIFAR-100", "cifar100"), ("svhn", "svhn"), ("SVHN", "svhn"),
+    ("folder:My Images/", "folder:My Images/"), ("Folder:/data/x", "folder:/data/x"),
+])
+def test_every_alias_has_one_canonical_name(alias, canonical):
+    assert canonical_dataset(alias) == canonical
+    if not canonical.startswith("folder:"):
+        assert dataset_info(alias).name == canonical
+
+
+def test_unknown_dataset_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"^attn2d.data: expected a dataset in .*'svhn'.*"
+                                         r"'folder:PATH'.*got 'imagenet'$"):
+        canonical_dataset("imagenet")
+    with pytest.raises(ValueError, match="folder:PATH with a path"):
+        canonical_dataset("folder:  ")
+    with pytest.raises(TypeError, match="dataset name"):
+        canonical_dataset(10)
+    assert set(DATASETS) == {"cifar10", "cifar100", "fashion-mnist", "svhn", "folder:PATH"}

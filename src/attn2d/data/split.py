@@ -1,0 +1,100 @@
+"""A split of a dataset: images in a tensor, or a Dataset read one image at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = ["Split", "TensorImages", "stratified_subset"]
+
+
+def stratified_subset(targets: Tensor, size: int, seed: int = 0) -> Tensor:
+    """Indices of ``size`` samples with the class proportions of ``targets`` (sorted).
+
+    Each class gets its proportional share (largest remainders get the leftover places);
+    within a class the samples are a seeded random choice.
+    """
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"attn2d.data: expected subset to be an int, got {type(size).__name__}")
+    if not 1 <= size <= len(targets):
+        raise ValueError(f"attn2d.data: expected 1 <= subset <= {len(targets)}, got {size}")
+    classes, counts = torch.unique(targets, return_counts=True)
+    exact = counts.double() * size / len(targets)
+    quota = exact.floor().long()
+    leftover = size - int(quota.sum())
+    # Stable sort: ties go to the lower class index, so the split is reproducible.
+    order = torch.sort(exact - quota, descending=True, stable=True).indices
+    quota[order[:leftover]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label, k in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(targets == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+class TensorImages(Dataset):
+    """``(images[i], targets[i])`` of two tensors: a streamed view of in-memory images."""
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.targets[index])
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+@dataclass
+class Split:
+    """Images with labels, either all in one tensor or read from a Dataset on demand.
+
+    Args:
+        images: (N, C, H, W) uint8 (or float32 already normalised), or None.
+        dataset: a Dataset of ``(image, label)`` pairs, used when ``images`` is None.
+        targets: int64 labels (N,), or None when only ``dataset`` knows them (read on first
+            use of :meth:`labels`, one pass over the dataset).
+    """
+
+    images: Tensor | None = None
+    dataset: Dataset | None = None
+    targets: Tensor | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if (self.images is None) == (self.dataset is None):
+            raise ValueError("attn2d.data: expected images or a dataset, got "
+                             f"{'both' if self.images is not None else 'neither'}")
+
+    def __len__(self) -> int:
+        return len(self.images if self.images is not None else self.dataset)
+
+    def labels(self) -> Tensor:
+        """The int64 labels in index order (CPU)."""
+        if self.targets is None:
+            labels = [int(label) for batch in DataLoader(self.dataset, batch_size=256,
+                                                         collate_fn=_as_list)
+                      for _, label in batch]
+            self.targets = torch.tensor(labels, dtype=torch.int64)
+        return self.targets
+
+    def take(self, keep: Tensor) -> Split:
+        """The images ``keep`` (int64 indices), in that order."""
+        targets = self.labels()[keep]
+        if self.images is not None:
+            return Split(images=self.images[keep], targets=targets)
+        return Split(dataset=Subset(self.dataset, keep.tolist()), targets=targets)
+
+    def as_dataset(self) -> Dataset:
+        """A Dataset of ``(image, label)`` pairs over this split."""
+        if self.images is not None:
+            return TensorImages(self.images, self.labels())
+        return self.dataset
