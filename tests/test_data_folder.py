@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from PIL import Image
 
 from attn2d.data import DataSpec, dataset_info, get_dataset, load_data
 
-CLASSES = ("cat", "dog", "owl")
-
-
-def write_image(path: Path, image: torch.Tensor) -> None:
-    """A (C, H, W) uint8 tensor as a PNG file (grey for one channel, else RGB)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = image.permute(1, 2, 0).numpy()
-    Image.fromarray(pixels[..., 0] if image.shape[0] == 1 else pixels).save(path)
-
-
-def write_folder(root: Path, *, per_class: tuple[int, int] = (4, 2), size: int = 8,
-                 channels: int = 3, test: str = "test", seed: int = 0
-                 ) -> dict[str, list[tuple[torch.Tensor, int]]]:
-    """root/train/<class>/i.png and root/<test>/<class>/i.png; returns the images by split
-    in ImageFolder's order (class by class, files sorted by name)."""
-    generator = torch.Generator().manual_seed(seed)
-    written: dict[str, list[tuple[torch.Tensor, int]]] = {}
-    for split, count in (("train", per_class[0]), (test, per_class[1])):
-        written[split] = []
-        for label, name in enumerate(CLASSES):
-            for i in range(count):
-                image = torch.randint(0, 256, (channels, size, size), dtype=torch.uint8,
-                                      generator=generator)
-                write_image(root / split / name / f"{i:03d}.png", image)
-                written[split].append((image, label))
-    return written
+from .datasets import CLASSES, write_folder, write_image
 
 
 def eval_pixels(data, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:

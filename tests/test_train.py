@@ -426,3 +426,18 @@ def test_compiled_steps_match_eager_and_time_compilation_apart(data_dir, tmp_pat
     b = json.loads((tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()[-1])
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
     assert abs(compiled["test_acc"] - eager["test_acc"]) <= 2 / 64
+
+
+def test_an_image_folder_trains_and_its_checkpoint_is_pictured_with_the_run_options(tmp_path):
+    from .datasets import write_folder
+
+    write_folder(tmp_path / "pets", per_class=(8, 4), size=12)
+    result = train(TrainConfig(dataset=f"folder:{tmp_path / 'pets'}", attention="cbam",
+                               epochs=1, batch_size=8, image_size=8, out=str(tmp_path / "run"),
+                               progress=False))
+    config = result["config"]
+    assert config["num_classes"] == 3 and config["input_size"] == 8
+    assert len(config["normalization"]["mean"]) == 3  # computed from the training images
+    assert main(["visualize", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--sample",
+                 "0", "--pictures", "spatial", "--out", str(tmp_path / "pictures")]) == 0
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 3  # one per CBAM block

@@ -117,6 +117,7 @@ class TrainConfig:
     test_subset: int | None = None
     val_split: int | None = None
     image_size: int | None = None
+    channels: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     augment: bool = True
@@ -176,7 +177,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{owner}: expected --{_flag(name)} to be an integer >= {low},"
                                  f" got {value!r}")
-        for name in ("subset", "test_subset", "val_split", "threads", "image_size"):
+        for name in ("subset", "test_subset", "val_split", "threads", "image_size", "channels"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):

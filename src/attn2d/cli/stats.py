@@ -27,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..viz.report import sample_batches
 
     subject = subject_from_args(args)
-    batches = sample_batches(subject.dataset, args.images, args.batch_size, subject.data_dir,
-                             args.split)
+    batches = sample_batches(subject.data, args.images, args.batch_size, args.split)
     stats = collect_attention_stats(subject.model, batches)
     print(f"{subject.title} on {args.images} {subject.dataset} {args.split} images")
     print(format_stats(stats))

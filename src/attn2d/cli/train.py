@@ -97,7 +97,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     data.add("--val-split", type=int, metavar="N",
              help="hold out N training images (stratified); the reported epoch is then the "
                   "one with the best validation accuracy")
-    data.add("--image-size", type=int, help="image folders: resize to this side")
+    data.add("--image-size", type=int, help="image folders: resize to this side (none: the "
+             "images' own, when all share one square size)")
+    data.add("--channels", type=int, choices=(1, 3),
+             help="image folders: 1 (grey) or 3 (RGB) (none: 1 when every image is grey)")
     data.add("--mean", type=_floats, help="image folders: per-channel mean, e.g. 0.5,0.5,0.5 "
              "(none: computed from the training images)")
     data.add("--std", type=_floats, help="image folders: per-channel std (none: computed)")

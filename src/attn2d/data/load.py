@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,6 +84,16 @@ class DataSpec:
     bad_images: str = "error"
     in_memory: str = "auto"
     num_workers: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> DataSpec:
+        """The data part of a run's saved config (other keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        picked = {k: v for k, v in values.items() if k in names}
+        for key in ("mean", "std"):  # JSON gives lists
+            if picked.get(key) is not None:
+                picked[key] = tuple(picked[key])
+        return cls(**picked)
 
 
 @dataclass
@@ -228,7 +239,7 @@ def denormalize(x: Tensor, name: str | DatasetInfo) -> Tensor:
 
 
 def get_dataset(
-    name: str,
+    name: str | DataSpec,
     split: str = "train",
     data_dir: str | os.PathLike[str] | None = None,
     augment: bool | None = None,
@@ -240,10 +251,10 @@ def get_dataset(
     """A normalised, in-memory dataset of ``(image, label)`` pairs, one image at a time.
 
     Args:
-        name: a dataset name or alias, or ``"folder:PATH"`` (default folder options; the
-            images are decoded into memory).
+        name: a dataset name or alias, ``"folder:PATH"`` (default folder options), or a
+            :class:`DataSpec` with a run's folder options; the images are decoded into memory.
         split: ``"train"`` or ``"test"`` (a folder's ``test/``, else its ``val/``).
-        data_dir: where the files are (default: :func:`default_data_dir`).
+        data_dir: where the files are (default: the spec's, else :func:`default_data_dir`).
         augment: training augmentation; default: on for ``"train"``, off for ``"test"``.
         subset: keep a stratified, seeded subset of this many images.
         seed: seed of the augmentation (with :meth:`ImageDataset.set_epoch`).
@@ -253,8 +264,11 @@ def get_dataset(
     """
     if split not in ("train", "test"):
         raise ValueError(f"attn2d.data: expected split 'train' or 'test', got {split!r}")
-    spec = DataSpec(name, data_dir=None if data_dir is None else str(data_dir),
-                    download=download, in_memory="always")
+    base = name if isinstance(name, DataSpec) else DataSpec(name)
+    spec = dataclasses.replace(
+        base, data_dir=base.data_dir if data_dir is None else str(data_dir),
+        download=download or base.download, in_memory="always", subset=None, test_subset=None,
+        val_split=None)
     info, train, test, _ = _splits(spec, torch.device("cpu"))
     part = train if split == "train" else test
     if subset is not None:

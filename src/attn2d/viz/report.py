@@ -18,6 +18,7 @@ training curves when a ``metrics.jsonl`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
+from ..data import DataSpec
 from ..debug import collect_attention_stats
 from ..registry import outermost_mechanisms
 from . import maps as M
@@ -320,10 +322,13 @@ class Subject:
     """A model to inspect, with its data and a name for titles."""
 
     model: nn.Module
-    dataset: str
-    data_dir: str | None
+    data: DataSpec  # the dataset and its options (a folder's size, channels, statistics)
     title: str
     metrics: Path | None
+
+    @property
+    def dataset(self) -> str:
+        return self.data.dataset
 
 
 def load_subject(
@@ -344,11 +349,13 @@ def load_subject(
         model: backbone name when there is no checkpoint (e.g. ``"small_cnn"``).
         attention: spec string for the untrained model (``None``: no attention).
         placement: ``"block"`` / ``"stage"`` for the untrained model.
-        dataset: dataset name; default the checkpoint's, else ``"fashion-mnist"``.
-        data_dir: dataset folder (see :func:`attn2d.data.get_dataset`).
+        dataset: dataset name; default the checkpoint's (with its run's options), else
+            ``"fashion-mnist"``.
+        data_dir: dataset folder (default: the checkpoint run's, else see
+            :func:`attn2d.data.get_dataset`).
         seed: seed of the untrained model's initialisation.
     """
-    from ..data import dataset_info
+    from ..data import DataSpec, dataset_info
 
     if checkpoint is not None:
         if model is not None or attention is not None:
@@ -357,31 +364,37 @@ def load_subject(
         from ..train import load_model
 
         net, config = load_model(checkpoint)
-        name = dataset or config.get("dataset") or "fashion-mnist"
+        spec = DataSpec.from_mapping(config)
+        if dataset is not None:
+            spec = DataSpec(dataset_info(dataset).name)
+        if data_dir is not None:
+            spec = dataclasses.replace(spec, data_dir=data_dir)
+        if spec.dataset == "custom":
+            raise ValueError(f"attn2d: expected a run on a named dataset or folder, got "
+                             f"{checkpoint}, trained on Dataset objects; pass --dataset")
         att = config.get("attention") or "none"
         title = f"{config.get('model', 'model')} + {att}"
         metrics = Path(checkpoint).parent / "metrics.jsonl"
-        return Subject(net, dataset_info(name).name, data_dir, title,
-                       metrics if metrics.is_file() else None)
+        return Subject(net, spec, title, metrics if metrics.is_file() else None)
     if model is None:
         raise ValueError("attn2d: expected --checkpoint or --model (with --attention), got "
                          "neither")
     from ..models import create_model
 
-    info = dataset_info(dataset or "fashion-mnist")
+    spec = DataSpec(dataset or "fashion-mnist", data_dir=data_dir)
+    info = dataset_info(spec)
     torch.manual_seed(seed)
     net = create_model(model, attention=attention, placement=placement,
                        num_classes=info.num_classes, in_channels=info.in_channels).eval()
-    return Subject(net, info.name, data_dir, f"{model} + {attention or 'none'} (untrained)",
-                   None)
+    return Subject(net, spec, f"{model} + {attention or 'none'} (untrained)", None)
 
 
-def sample_batches(dataset: str, images: int, batch_size: int = 64, data_dir: str | None = None,
+def sample_batches(data: DataSpec | str, images: int, batch_size: int = 64,
                    split: str = "test") -> list[Tensor]:
     """The first ``images`` normalised images of a split, without augmentation, in batches."""
     from ..data import get_dataset
 
-    ds = get_dataset(dataset, split, data_dir, augment=False)
+    ds = get_dataset(data, split, augment=False)
     if not 1 <= images <= len(ds):
         raise ValueError(f"attn2d: expected 1 <= images <= {len(ds)}, got {images}")
     return [torch.stack([ds[i][0] for i in range(start, min(images, start + batch_size))])
@@ -408,16 +421,15 @@ def visualize(
     as in :func:`visualize_example`."""
     from ..data import dataset_info, denormalize, get_dataset
 
-    info = dataset_info(subject.dataset)
-    ds = get_dataset(info.name, split, subject.data_dir, augment=False)
+    info = dataset_info(subject.data)
+    ds = get_dataset(subject.data, split, augment=False)
     if not 0 <= index < len(ds):
         raise ValueError(f"attn2d visualize: expected 0 <= index < {len(ds)}, got {index}")
     x, label = ds[index]
     example = Example(x, denormalize(x, info), f"{split} #{index}: {info.classes[label]}",
                       info.classes)
     want_histograms = sample and (pictures is None or "histograms" in pictures)
-    batches = sample_batches(info.name, sample, data_dir=subject.data_dir, split=split) \
-        if want_histograms else None
+    batches = sample_batches(subject.data, sample, split=split) if want_histograms else None
     metrics = [subject.metrics] if subject.metrics is not None else []
     return visualize_example(subject.model, example, out_dir, query=query, sample=batches,
                              metrics=metrics, title=subject.title, layers=layers,
@@ -433,10 +445,7 @@ def gallery_pictures(checkpoint: PathLike, out_dir: PathLike, *, index: int = 0,
     """A few telling pictures of a trained run for one test image (for reports): where a
     query pixel looks, spatial maps, channel weights, affinities, in that order of
     preference, at most ``limit``. The run's own data folder is used."""
-    from ..train import load_model
-
-    _, config = load_model(checkpoint)
-    subject = load_subject(checkpoint, data_dir=config.get("data_dir"))
+    subject = load_subject(checkpoint)
     files: list[Path] = []
     for picture in GALLERY_PICTURES:
         if len(files) >= limit:
