@@ -25,11 +25,10 @@ fashion-mnist:
 demo: $(STAMP) fashion-mnist
 	$(ATTN2D) list
 	$(ATTN2D) compare --dataset fashion-mnist --model small_cnn --attention $(MECHANISMS) \
-	  --subset 3000 --test-subset 1000 --epochs 2 --batch-size 64 --seeds 1 \
+	  --subset 3000 --epochs 2 --batch-size 64 --seeds 1 --jobs 2 \
 	  --no-progress --out runs/demo-fmnist $$([ -d $(FASHION_MNIST) ] || echo --download)
-	@cat runs/demo-fmnist/results.md
-	@echo "Tables and plots: runs/demo-fmnist/. The full run (all 60,000 images, 3 seeds):"
-	@echo "  $(ATTN2D) compare --dataset fashion-mnist --model small_cnn --attention $(MECHANISMS) --seeds 3 --epochs 2 --out runs/full-fmnist"
+	@echo "Table, plots and results.html: runs/demo-fmnist/. The full run (60,000 images, 3 seeds):"
+	@echo "  $(ATTN2D) compare --dataset fashion-mnist --model small_cnn --attention $(MECHANISMS) --seeds 3 --epochs 5 --jobs 2 --out runs/full-fmnist"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -349,9 +349,9 @@ def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | 
     configs = _finished_configs(out, specs)
     if not configs:
         return {}
-    forward, train_steps = {}, {}
+    forward, train_steps, nets = {}, {}, {}
     for spec, config in configs.items():
-        forward[spec], train_steps[spec] = _cost_steps(config, device)
+        forward[spec], train_steps[spec], nets[spec] = _cost_steps(config, device)
     latency = time_interleaved(forward, budget_s, device=device)
     step = time_interleaved(train_steps, budget_s, device=device)
     rows = {}
@@ -361,7 +361,7 @@ def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | 
         rows[spec] = {
             "forward_ms": 1e3 * latency[spec], "train_step_ms": 1e3 * step[spec],
             "epoch_s": step[spec] * steps_per_epoch if steps_per_epoch else None,
-            "train_peak_mib": peak_memory(train_steps[spec], device) / 2**20,
+            "train_peak_mib": _train_peak(nets[spec], train_steps[spec], device) / 2**20,
         }
     any_config = next(iter(configs.values()))
     costs = {"device": str(device), "torch": torch.__version__,
@@ -372,8 +372,15 @@ def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | 
     return costs
 
 
+def _train_peak(net: torch.nn.Module, step: Callable[[], None], device: torch.device) -> int:
+    # Gradients of the previous step would be freed inside the measured one; a training
+    # step of the loop starts without them too (zero_grad(set_to_none=True)).
+    net.zero_grad(set_to_none=True)
+    return peak_memory(step, device)
+
+
 def _cost_steps(config: dict[str, Any], device: torch.device
-                ) -> tuple[Callable[[], None], Callable[[], None]]:
+                ) -> tuple[Callable[[], None], Callable[[], None], torch.nn.Module]:
     torch.manual_seed(0)
     net = build_model(config).to(device)
     memory = torch.channels_last if config.get("channels_last") else torch.contiguous_format
@@ -398,4 +405,4 @@ def _cost_steps(config: dict[str, Any], device: torch.device
         loss.backward()
         optimizer.step()
 
-    return forward, train_step
+    return forward, train_step, net

@@ -829,7 +829,7 @@ class Evaluation:
     predictions: Tensor  # (N,) int64 on the CPU, in the set's fixed order
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(run: Run, batches: EvalBatches) -> Evaluation:
     """Evaluate on a padded, fixed-order set; no host sync until the end."""
     config, process = run.config, run.process
