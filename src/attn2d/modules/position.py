@@ -26,6 +26,7 @@ from ._common import (
     expect_feature_map,
     hidden_width,
 )
+from ._cross import criss_cross, criss_cross_explicit, exporting
 
 __all__ = [
     "ChannelSelfAttention",
@@ -423,17 +424,10 @@ class CrissCrossAttention(nn.Module):
 
     def attend(self, x: Tensor) -> Tensor:
         """One pass of criss-cross attention, before γ and the residual."""
-        h, w = x.shape[2:]
         q, k, v = self.query(x), self.key(x), self.value(x)
-        row = torch.einsum("bdij,bdik->bijk", q, k)  # (B, H, W, W): pixel (i,j) vs (i,k)
-        col = torch.einsum("bdij,bdkj->bijk", q, k)  # (B, H, W, H): pixel (i,j) vs (k,j)
-        # The centre already sits in its row; -inf drops it from the column.
-        rows = torch.arange(h, device=x.device)
-        centre = (rows[:, None] == rows[None, :])[:, None, :]  # not eye(): ONNX has no bool eye
-        col = col.masked_fill(centre, float("-inf"))
-        weights = self.weights(_wide(torch.cat([row, col], -1)).softmax(-1)).to(v.dtype)
-        out = torch.einsum("bijk,bcik->bcij", weights[..., :w], v)
-        return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
+        if self.weights.listening or exporting():  # the explicit map, or plain ATen ops
+            return criss_cross_explicit(q, k, v, self.weights)
+        return criss_cross(q, k, v)  # linear memory: nothing (H + W)-wide kept for backward
 
     def forward(self, x: Tensor) -> Tensor:
         expect_feature_map(x, self.channels, owner=self.owner)
