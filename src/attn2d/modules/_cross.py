@@ -9,11 +9,14 @@ column pass are the same computation on "lines" (each pixel attends to the pixel
 own line), so one helper serves both: the column pass runs it on the transposed map with
 the pixel itself left out. Each pass returns its own maximum, sum of exponentials and
 unnormalised output per pixel, which combine exactly like two blocks of an online softmax.
-Lines are processed in chunks whose energies hold at most :func:`_chunk_lines` worth of
-elements, so nothing B·H·W·(H + W) wide exists at once. The forward saves only q, k, v,
-the output (which γ·out saves anyway) and one fp32 log-sum-exp per pixel; backward
-recomputes the energies chunk by chunk. Softmax statistics are fp32 even for bf16/fp16
-inputs; the matrix products run in the inputs' dtype.
+Lines are processed in chunks (see :func:`_chunks`), so nothing B·H·W·(H + W) wide exists
+at once. The forward saves only q, k, v and one log-sum-exp per pixel; γ is folded into
+the operator, so the output need not be stored either (γ·out would keep it for γ's
+gradient): backward recomputes the energies chunk by chunk, and Σ_c grad·out per pixel
+from them. Softmax statistics are fp32 even for bf16/fp16 inputs; the matrix products run
+in the inputs' dtype. Lines are copied chunk by chunk in the orientation that is cheap for
+the tensor's memory format ((C, L) matrices for NCHW, (L, C) for channels-last), since
+batched matrix products copy badly strided operands matrix by matrix.
 
 Both directions are :func:`torch.library.custom_op` operators (``attn2d::criss_cross``
 and ``attn2d::criss_cross_backward``), so ``torch.compile`` keeps them as opaque calls
@@ -67,19 +70,23 @@ def criss_cross_explicit(
     return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
 
 
-def criss_cross(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Criss-cross attention, q, k (B, d, H, W) and v (B, C, H, W) → (B, C, H, W).
+def criss_cross(q: Tensor, k: Tensor, v: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Criss-cross attention times ``scale``: q, k (B, d, H, W), v (B, C, H, W) → (B, C, H, W).
 
-    Equal to :func:`criss_cross_explicit` (one joint softmax over the H + W − 1 pixels of
-    the row and column, centre once), in memory linear in H·W for the forward and the
-    backward pass. Differentiable in q, k and v (first order).
+    Equal to ``scale * criss_cross_explicit(q, k, v, ...)`` (one joint softmax over the
+    H + W − 1 pixels of the row and column, centre once), in memory linear in H·W for the
+    forward and the backward pass. ``scale`` (a one-element tensor, e.g. γ; default 1) is
+    folded in so that the output need not be kept for backward: γ·out would store it.
+    Differentiable in q, k, v and scale (first order).
     """
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    out, _ = _criss_cross_op(q.to(dtype), k.to(dtype), v.to(dtype))
+    if scale is None:
+        scale = v.new_ones(1, dtype=torch.promote_types(dtype, torch.float32))
+    out, _ = _criss_cross_op(q.to(dtype), k.to(dtype), v.to(dtype), scale.reshape(1))
     return out
 
 
-# --- the two passes --------------------------------------------------------------------
+# --- lines and chunks ------------------------------------------------------------------
 
 
 def _stat(t: Tensor) -> Tensor:
@@ -87,20 +94,28 @@ def _stat(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def _lines(t: Tensor, columns: bool) -> Tensor:
-    """A view of a per-pixel tensor as (B, lines, L, ...): (B, C, H, W) → (B, H, W, C) rows
-    or (B, W, H, C) columns; (B, H, W) → (B, H, W) or (B, W, H)."""
-    if t.dim() == 4:
-        return t.permute(0, 3, 2, 1) if columns else t.permute(0, 2, 3, 1)
-    return t.transpose(1, 2) if columns else t
+def _channels_first(t: Tensor) -> bool:
+    """Whether the lines of ``t`` are cheapest to copy as (C, L) matrices: NCHW layouts."""
+    return t.stride(1) != 1 or t.shape[1] == 1
+
+
+def _lines(t: Tensor, columns: bool, channels_first: bool = False) -> Tensor:
+    """A view of a (B, C, H, W) tensor as (B, lines, ...): rows (B, H, W, C) or columns
+    (B, W, H, C), or with ``channels_first`` (B, H, C, W) / (B, W, C, H); a per-pixel
+    (B, H, W) tensor as (B, H, W) or (B, W, H)."""
+    if t.dim() == 3:
+        return t.transpose(1, 2) if columns else t
+    if channels_first:
+        return t.permute(0, 3, 1, 2) if columns else t.permute(0, 2, 1, 3)
+    return t.permute(0, 3, 2, 1) if columns else t.permute(0, 2, 3, 1)
 
 
 def _chunks(v: Tensor, columns: bool) -> Iterator[tuple[slice, slice]]:
     """(images, lines) index ranges whose (lines, L, L) energies hold at most
-    max(:data:`_MIN_CHUNK_ELEMENTS`, v.numel() / 4) elements (at least one line)."""
+    max(:data:`_MIN_CHUNK_ELEMENTS`, v.numel() / 8) elements, and at least one line."""
     b, _, h, w = v.shape
     n_lines, length = (w, h) if columns else (h, w)
-    per_chunk = max(1, max(_MIN_CHUNK_ELEMENTS, v.numel() // 4) // (length * length))
+    per_chunk = max(1, max(_MIN_CHUNK_ELEMENTS, v.numel() // 8) // (length * length))
     if per_chunk >= n_lines:  # whole images at a time
         images = per_chunk // n_lines
         for i in range(0, b, images):
@@ -112,8 +127,24 @@ def _chunks(v: Tensor, columns: bool) -> Iterator[tuple[slice, slice]]:
 
 
 def _take(t: Tensor, columns: bool, part: tuple[slice, slice]) -> Tensor:
-    """The lines of ``part`` as one batch: (n, L, ...), contiguous if it must be."""
-    return _lines(t, columns)[part].flatten(0, 1)
+    """The lines of ``part`` as one batch (n, L, ...): a contiguous copy, or for NCHW the
+    transpose of a contiguous (n, C, L) copy (which bmm reads as it is)."""
+    if t.dim() == 3:
+        return _lines(t, columns)[part].flatten(0, 1).contiguous()
+    first = _channels_first(t)
+    lines = _lines(t, columns, first)[part].flatten(0, 1).contiguous()
+    return lines.transpose(1, 2) if first else lines
+
+
+def _store(target: Tensor, columns: bool, part: tuple[slice, slice], a: Tensor, b: Tensor,
+           add: bool = False) -> None:
+    """Write (or add) the product a·b, (n, L, C) for the lines of ``part``, into ``target``
+    (B, C, H, W), computed as bᵀ·aᵀ where the target is NCHW so the write is not strided."""
+    first = _channels_first(target)
+    region = _lines(target, columns, first)[part]
+    value = (torch.bmm(b.transpose(1, 2), a.transpose(1, 2)) if first else torch.bmm(a, b))
+    value = value.view(region.shape)
+    region.add_(value) if add else region.copy_(value)
 
 
 def _energies(q: Tensor, k: Tensor, skip_self: bool) -> Tensor:
@@ -125,105 +156,123 @@ def _energies(q: Tensor, k: Tensor, skip_self: bool) -> Tensor:
     return e
 
 
+def _passes(h: int) -> tuple[bool, ...]:
+    """The row pass, and the column pass unless a column holds the centre alone."""
+    return (False, True) if h > 1 else (False,)
+
+
+# --- forward ---------------------------------------------------------------------------
+
+
 @torch.library.custom_op("attn2d::criss_cross", mutates_args=())
-def _criss_cross_op(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """(out (B, C, H, W) laid out like v, lse (B, H, W) in fp32 or wider).
+def _criss_cross_op(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """(scale·out (B, C, H, W) laid out like v, lse (B, H, W) in fp32 or wider).
 
     Row pass: per pixel the row maximum, Σ exp(e − max) and Σ exp(e − max)·v. Column pass,
     chunk by chunk: the same over the column without the centre, merged into the row's
-    figures as two blocks of an online softmax (rescaled to the larger maximum).
+    figures as the second block of an online softmax (both rescaled to the larger maximum).
     """
     b, _, h, w = v.shape
     stat = _stat(v).dtype
     top = v.new_empty(b, h, w, dtype=stat)
     total = torch.empty_like(top)
-    out = torch.empty_like(v)
-    # Unnormalised sums in fp32 at least; for fp32/fp64 that is the output buffer itself.
-    acc = out if stat == v.dtype else torch.empty_like(v, dtype=stat)
-    for columns in (False, True):
-        if columns and h == 1:  # no column partner: the row holds the whole cross
-            break
+    out = torch.empty_like(v, dtype=torch.promote_types(v.dtype, scale.dtype))
+    # Unnormalised sums in fp32 at least; where the dtypes agree, the output buffer itself.
+    acc = out if out.dtype == stat else torch.empty_like(v, dtype=stat)
+    first = _channels_first(acc)
+    for columns in _passes(h):
         for part in _chunks(v, columns):
             e = _energies(_take(q, columns, part), _take(k, columns, part), skip_self=columns)
+            top_, total_ = _lines(top, columns)[part], _lines(total, columns)[part]
             m = e.amax(-1)
-            p = e.sub_(m[..., None]).exp_()
-            s = p.sum(-1)
-            a = torch.bmm(p.to(v.dtype), _take(v, columns, part))
-            top_, total_, acc_ = (_lines(t, columns)[part] for t in (top, total, acc))
-            m, s, a = m.view(top_.shape), s.view(top_.shape), a.view(acc_.shape)
+            p = e.sub_(m[..., None]).exp_().to(v.dtype)
+            s, m = p.sum(-1, dtype=stat).view(top_.shape), m.view(top_.shape)
             if not columns:
                 top_.copy_(m)
                 total_.copy_(s)
-                acc_.copy_(a)
+                _store(acc, columns, part, p, _take(v, columns, part))
                 continue
             merged = torch.maximum(top_, m)
             old, new = (top_ - merged).exp_(), (m - merged).exp_()
-            acc_.mul_(old[..., None]).addcmul_(a, new[..., None])
+            acc_ = _lines(acc, columns, first)[part]
+            pixel = (..., None, slice(None)) if first else (..., None)  # per pixel, all C
+            acc_.mul_(old[pixel])
+            a = torch.bmm(p, _take(v, columns, part))
+            a = (a.transpose(1, 2) if first else a).view(acc_.shape)
+            acc_.addcmul_(a, new[pixel])
             total_.mul_(old).add_(s * new)
             top_.copy_(merged)
-    _lines(out, False).copy_(_lines(acc, False) / total[..., None])
+    factor = (scale.to(stat) / total)[:, None]  # (B, 1, H, W)
+    if acc is out:
+        out.mul_(factor)
+    else:
+        torch.mul(acc, factor, out=out)
     return out, top.add_(total.log_())
 
 
 @_criss_cross_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def _(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     b, _, h, w = v.shape
-    return torch.empty_like(v), v.new_empty(b, h, w, dtype=_stat(v).dtype)
+    out = torch.empty_like(v, dtype=torch.promote_types(v.dtype, scale.dtype))
+    return out, v.new_empty(b, h, w, dtype=_stat(v).dtype)
+
+
+# --- backward --------------------------------------------------------------------------
 
 
 @torch.library.custom_op("attn2d::criss_cross_backward", mutates_args=())
 def _criss_cross_backward_op(
-    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients (dq, dk, dv) of :func:`criss_cross`, laid out like q, k, v.
+    q: Tensor, k: Tensor, v: Tensor, scale: Tensor, lse: Tensor, grad: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (dq, dk, dv, dscale) of :func:`criss_cross`, laid out like the inputs.
 
-    Per chunk of lines, with p = exp(e − lse) recomputed: dv = pᵀ·grad,
-    ds = p·(grad·vᵀ − delta) with delta = Σ_c grad·out per pixel, dq = ds·k, dk = dsᵀ·q.
-    The row pass writes the gradients, the column pass adds to them.
+    With p = exp(e − lse) and dp = grad·vᵀ recomputed chunk by chunk, t = Σ p·dp per pixel
+    (= Σ_c grad·out, the output not being stored) over row and column; then
+    dscale = Σ t, dv = scale·pᵀ·grad, ds = scale·p·(dp − t), dq = ds·k, dk = dsᵀ·q.
+    A first sweep over the columns gives their share of t; the row sweep completes t and
+    writes the row gradients; a second column sweep adds the column gradients.
     """
     b, _, h, w = v.shape
-    delta = lse.new_empty(b, h, w)
+    grad = grad.to(v.dtype)
+    dot = torch.zeros_like(lse)  # t per pixel
+    factor = scale.to(dot.dtype)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    for columns in (False, True):
-        if columns and h == 1:
-            break
+    # (columns, adds its share of t, writes gradients)
+    sweeps = ((True, True, False), (False, True, True), (True, False, True))
+    for columns, share, gradients in sweeps if h > 1 else sweeps[1:2]:
         for part in _chunks(v, columns):
             q_, k_, v_, g_ = (_take(t, columns, part) for t in (q, k, v, grad))
-            if not columns:  # delta of these whole rows, kept for the column pass
-                region = delta[part]
-                dot = torch.linalg.vecdot(_stat(g_), _stat(_take(out, columns, part)))
-                region.copy_(dot.view(region.shape))
-            lse_, delta_ = (_take(t, columns, part) for t in (lse, delta))
-            p = _energies(q_, k_, skip_self=columns).sub_(lse_[..., None]).exp_()
-            grads = [torch.bmm(p.to(v.dtype).transpose(1, 2), g_)]
-            ds = _stat(torch.bmm(g_, v_.transpose(1, 2))).sub_(delta_[..., None]).mul_(p)
-            ds = ds.to(q.dtype)
-            grads += [torch.bmm(ds, k_), torch.bmm(ds.transpose(1, 2), q_)]
-            for target, value in zip((dv, dq, dk), grads, strict=True):
-                region = _lines(target, columns)[part]
-                if columns:
-                    region.add_(value.view(region.shape))
-                else:
-                    region.copy_(value.view(region.shape))
-    return dq, dk, dv
+            p = _energies(q_, k_, skip_self=columns).sub_(_take(lse, columns, part)[..., None])
+            p = p.exp_()
+            dp = _stat(torch.bmm(g_, v_.transpose(1, 2)))
+            dot_ = _lines(dot, columns)[part]
+            if share:
+                dot_.add_((p * dp).sum(-1).view(dot_.shape))
+            if not gradients:
+                continue
+            ds = dp.sub_(dot_.reshape(dp.shape[:2])[..., None]).mul_(p).mul_(factor)
+            p, ds = p.to(v.dtype).transpose(1, 2), ds.to(q.dtype)
+            _store(dv, columns, part, p, g_ * factor.to(g_.dtype), add=columns)
+            _store(dq, columns, part, ds, k_, add=columns)
+            _store(dk, columns, part, ds.transpose(1, 2), q_, add=columns)
+    return dq, dk, dv, dot.sum().reshape(1).to(scale.dtype)
 
 
 @_criss_cross_backward_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor
-      ) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+def _(q: Tensor, k: Tensor, v: Tensor, scale: Tensor, lse: Tensor, grad: Tensor
+      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(scale)
 
 
 def _setup_context(ctx, inputs: tuple[Tensor, ...], output: tuple[Tensor, Tensor]) -> None:
-    q, k, v = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)
+    q, k, v, scale = inputs
+    _, lse = output
+    ctx.save_for_backward(q, k, v, scale, lse)
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None) -> tuple[Tensor, ...]:
-    q, k, v, out, lse = ctx.saved_tensors
-    return _criss_cross_backward_op(q, k, v, out, lse, grad_out.to(v.dtype))
+    return _criss_cross_backward_op(*ctx.saved_tensors, grad_out)
 
 
 _criss_cross_op.register_autograd(_backward, setup_context=_setup_context)

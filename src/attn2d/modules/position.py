@@ -422,15 +422,16 @@ class CrissCrossAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
 
-    def attend(self, x: Tensor) -> Tensor:
-        """One pass of criss-cross attention, before γ and the residual."""
+    def attend(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """One pass of criss-cross attention, before the residual (times ``scale`` if given)."""
         q, k, v = self.query(x), self.key(x), self.value(x)
         if self.weights.listening or exporting():  # the explicit map, or plain ATen ops
-            return criss_cross_explicit(q, k, v, self.weights)
-        return criss_cross(q, k, v)  # linear memory: nothing (H + W)-wide kept for backward
+            out = criss_cross_explicit(q, k, v, self.weights)
+            return out if scale is None else scale * out
+        return criss_cross(q, k, v, scale)  # linear memory: nothing (H + W)-wide is kept
 
     def forward(self, x: Tensor) -> Tensor:
         expect_feature_map(x, self.channels, owner=self.owner)
         for _ in range(self.recurrence):
-            x = x + self.gamma * self.attend(x)
+            x = x + self.attend(x, self.gamma)  # γ inside: the output need not be stored
         return x
