@@ -232,7 +232,7 @@ def _criss_cross_backward_op(
     A first sweep over the columns gives their share of t; the row sweep completes t and
     writes the row gradients; a second column sweep adds the column gradients.
     """
-    b, _, h, w = v.shape
+    h = v.shape[2]
     grad = grad.to(v.dtype)
     dot = torch.zeros_like(lse)  # t per pixel
     factor = scale.to(dot.dtype)
