@@ -32,20 +32,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ._ops import exporting
+
 __all__ = ["criss_cross", "criss_cross_explicit", "exporting"]
 
 # A chunk's (lines, L, L) energies hold at most max(this, a quarter of the value tensor)
 # elements: every transient stays a fraction of the tensors the module keeps anyway
 # (linear in H·W), and small maps run in one chunk.
 _MIN_CHUNK_ELEMENTS = 1 << 18
-
-
-def exporting() -> bool:
-    """True while tracing for TorchScript / ONNX or under ``torch.export``: those paths
-    need plain ATen operators, not attn2d's custom ones."""
-    return bool(
-        torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-    )
 
 
 def criss_cross_explicit(
