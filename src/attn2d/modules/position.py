@@ -27,6 +27,7 @@ from ._common import (
     hidden_width,
 )
 from ._cross import criss_cross, criss_cross_explicit, exporting
+from ._ops import weighted_sum
 
 __all__ = [
     "ChannelSelfAttention",
@@ -224,8 +225,7 @@ class GlobalContext(nn.Module):
         b, _, h, w = x.shape
         stat = torch.promote_types(x.dtype, torch.float32)  # fp32 softmax under autocast
         pool = self.weights(self.mask(x).flatten(1).softmax(-1, dtype=stat).view(b, 1, h, w))
-        # One matmul, as timm does: einsum's dispatch costs more than the product at C=64.
-        context = torch.matmul(x.flatten(2), pool.view(b, h * w, 1).to(x.dtype))
+        context = weighted_sum(x.flatten(2), pool.view(b, h * w))  # (B, C), see _ops
         term = self.transform(context.view(b, -1, 1, 1))
         return x + term if self.fusion == "add" else x * torch.sigmoid(term)
 
