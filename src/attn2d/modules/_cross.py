@@ -36,10 +36,11 @@ from ._ops import exporting
 
 __all__ = ["criss_cross", "criss_cross_explicit", "exporting"]
 
-# A chunk's (lines, L, L) energies hold at most max(this, a quarter of the value tensor)
+# A chunk's (lines, L, L) energies hold at most max(this, 1/16 of the value tensor)
 # elements: every transient stays a fraction of the tensors the module keeps anyway
-# (linear in H·W), and small maps run in one chunk.
-_MIN_CHUNK_ELEMENTS = 1 << 18
+# (linear in H·W), and small maps run in one chunk. A GPU wants fewer, larger launches.
+_MIN_CHUNK_ELEMENTS = 1 << 17
+_MIN_CHUNK_ELEMENTS_CUDA = 1 << 20
 
 
 def criss_cross_explicit(
@@ -106,10 +107,12 @@ def _lines(t: Tensor, columns: bool, channels_first: bool = False) -> Tensor:
 
 def _chunks(v: Tensor, columns: bool) -> Iterator[tuple[slice, slice]]:
     """(images, lines) index ranges whose (lines, L, L) energies hold at most
-    max(:data:`_MIN_CHUNK_ELEMENTS`, v.numel() / 8) elements, and at least one line."""
+    max(:data:`_MIN_CHUNK_ELEMENTS` (``_CUDA`` on a GPU), v.numel() / 16) elements, and at
+    least one line."""
     b, _, h, w = v.shape
     n_lines, length = (w, h) if columns else (h, w)
-    per_chunk = max(1, max(_MIN_CHUNK_ELEMENTS, v.numel() // 8) // (length * length))
+    least = _MIN_CHUNK_ELEMENTS_CUDA if v.is_cuda else _MIN_CHUNK_ELEMENTS
+    per_chunk = max(1, max(least, v.numel() // 16) // (length * length))
     if per_chunk >= n_lines:  # whole images at a time
         images = per_chunk // n_lines
         for i in range(0, b, images):
@@ -131,13 +134,16 @@ def _take(t: Tensor, columns: bool, part: tuple[slice, slice]) -> Tensor:
 
 
 def _store(target: Tensor, columns: bool, part: tuple[slice, slice], a: Tensor, b: Tensor,
-           add: bool = False) -> None:
-    """Write (or add) the product a·b, (n, L, C) for the lines of ``part``, into ``target``
-    (B, C, H, W), computed as bᵀ·aᵀ where the target is NCHW so the write is not strided."""
+           add: bool = False, scale: Tensor | None = None) -> None:
+    """Write (or add) the product a·b (times ``scale``), (n, L, C) for the lines of
+    ``part``, into ``target`` (B, C, H, W); computed as bᵀ·aᵀ where the target is NCHW,
+    so the write is not strided."""
     first = _channels_first(target)
     region = _lines(target, columns, first)[part]
     value = (torch.bmm(b.transpose(1, 2), a.transpose(1, 2)) if first else torch.bmm(a, b))
     value = value.view(region.shape)
+    if scale is not None:
+        value = value.mul_(scale)
     region.add_(value) if add else region.copy_(value)
 
 
@@ -238,15 +244,16 @@ def _criss_cross_backward_op(
             q_, k_, v_, g_ = (_take(t, columns, part) for t in (q, k, v, grad))
             p = _energies(q_, k_, skip_self=columns).sub_(_take(lse, columns, part)[..., None])
             p = p.exp_()
-            dp = _stat(torch.bmm(g_, v_.transpose(1, 2)))
+            pdp = _stat(torch.bmm(g_, v_.transpose(1, 2))).mul_(p)  # p·dp, in place
             dot_ = _lines(dot, columns)[part]
             if share:
-                dot_.add_((p * dp).sum(-1).view(dot_.shape))
+                dot_.add_(pdp.sum(-1).view(dot_.shape))
             if not gradients:
                 continue
-            ds = dp.sub_(dot_.reshape(dp.shape[:2])[..., None]).mul_(p).mul_(factor)
-            p, ds = p.to(v.dtype).transpose(1, 2), ds.to(q.dtype)
-            _store(dv, columns, part, p, g_ * factor.to(g_.dtype), add=columns)
+            t = dot_.reshape(pdp.shape[:2])[..., None]
+            ds = pdp.addcmul_(p, t, value=-1).mul_(factor).to(q.dtype)  # scale·p·(dp − t)
+            p = p.to(v.dtype).transpose(1, 2)
+            _store(dv, columns, part, p, g_, add=columns, scale=factor)
             _store(dq, columns, part, ds, k_, add=columns)
             _store(dk, columns, part, ds.transpose(1, 2), q_, add=columns)
     return dq, dk, dv, dot.sum().reshape(1).to(scale.dtype)
