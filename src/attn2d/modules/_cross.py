@@ -32,9 +32,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._ops import exporting
-
-__all__ = ["criss_cross", "criss_cross_explicit", "exporting"]
+__all__ = ["criss_cross", "criss_cross_explicit"]
 
 # A chunk's (lines, L, L) energies hold at most max(this, 1/16 of the value tensor)
 # elements: every transient stays a fraction of the tensors the module keeps anyway

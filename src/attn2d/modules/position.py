@@ -6,7 +6,8 @@ segmentation head, and CCNet's criss-cross attention.
 Softmax attention over positions goes through
 :func:`torch.nn.functional.scaled_dot_product_attention`, so the N×N weights are never
 stored unless a hook listens on the module's :class:`AttentionMap`; criss-cross attention
-never builds anything larger than B·H·W·(H + W).
+never builds anything larger than B·H·W·(H + W), and its training step stores nothing that
+wide (the linear-memory operator of :mod:`._cross`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from ._common import (
     expect_feature_map,
     hidden_width,
 )
-from ._cross import criss_cross, criss_cross_explicit, exporting
-from ._ops import weighted_sum
+from ._cross import criss_cross, criss_cross_explicit
+from ._ops import exporting, weighted_sum
 
 __all__ = [
     "ChannelSelfAttention",
