@@ -122,7 +122,12 @@ def test_interleaved_timer_keeps_min_and_max_rounds():
 
 
 def test_clock_names_and_errors():
-    assert timing.get_clock("cpu") is not timing.get_clock("wall")
+    import time
+
+    assert timing.get_clock("wall") is time.perf_counter
+    assert timing.get_clock("cpu") is time.process_time  # time preempted is not counted
+    fake = FakeClock()
+    assert timing.get_clock(fake) is fake
     with pytest.raises(ValueError, match="expected clock in"):
         timing.get_clock("sundial")
 
