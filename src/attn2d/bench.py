@@ -73,7 +73,6 @@ DEFAULT_SIZES: tuple[Shape, ...] = ((8, 64, 32, 32), (8, 256, 16, 16), (2, 64, 6
 QUICK_SIZES: tuple[Shape, ...] = ((4, 64, 16, 16),)
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "channels_last")
-IMPLS = ("attn2d", "naive", "timm")
 SCALING_MECHANISMS = ("nonlocal", "pam", "criss-cross", "rcca")
 SCALING_SIDES = (16, 32, 48, 64, 96, 128, 192, 256)
 GIB = 1024**3
@@ -99,6 +98,7 @@ def _size_text(shape: Sequence[int]) -> str:
 
 
 # --- the implementations compared ------------------------------------------------------
+
 
 def timm_counterpart(name: str, module: nn.Module) -> nn.Module | None:
     """timm's module for the same mechanism at the same widths, or None where timm has none.
