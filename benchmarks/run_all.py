@@ -11,8 +11,6 @@ targets.md, environment.json} and replaces the part of benchmarks/README.md betw
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -21,7 +19,8 @@ from pathlib import Path
 import torch
 
 from attn2d import available, bench
-from attn2d._io import write_atomic
+from attn2d._io import write_atomic, write_json
+from attn2d.tables import Table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -34,30 +33,26 @@ STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_":
                  "MALLOC_TOP_PAD_": str(2**26)}
 
 
-def _geomean(values: Sequence[float | None]) -> float | None:
-    values = [v for v in values if v]
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
-
-
-def summary(cases: Sequence[bench.Case]) -> str:
+def summary(cases: Sequence[bench.Case]) -> Table:
     """Per mechanism: geometric means of the ratios over every size, dtype and layout."""
-    header = ("mechanism", "cases", "fwd vs naive", "fwd+bwd vs naive", "fwd vs timm",
-              "fwd+bwd vs timm", "worst fwd+bwd vs timm", "peak (fwd+bwd) vs naive")
     rows = []
     for name in dict.fromkeys(c.mechanism for c in cases):
         mine = [c for c in cases if c.mechanism == name]
         timm = [c.ratio("timm", "train_ms") for c in mine if c.ratio("timm", "train_ms")]
-
-        def cell(other: str, metric: str, group: list[bench.Case] = mine) -> str:
-            value = _geomean([c.ratio(other, metric) for c in group])
-            return "–" if value is None else f"{value:.2f}×"
-
-        rows.append((name, str(len(mine)), cell("naive", "forward_ms"),
-                     cell("naive", "train_ms"), cell("timm", "forward_ms"),
-                     cell("timm", "train_ms"), f"{max(timm):.2f}×" if timm else "–",
-                     cell("naive", "train_peak")))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+        row: dict[str, object] = {"mechanism": name, "cases": len(mine),
+                                  "worst_vs_timm": max(timm) if timm else None}
+        for other, metric in (("naive", "forward_ms"), ("naive", "train_ms"),
+                              ("timm", "forward_ms"), ("timm", "train_ms"),
+                              ("naive", "train_peak")):
+            row[f"{metric}_vs_{other}"] = bench.geomean([c.ratio(other, metric) for c in mine])
+        rows.append(row)
+    columns = [("mechanism", "mechanism"), ("cases", "cases"),
+               ("forward_ms_vs_naive", "fwd vs naive"), ("train_ms_vs_naive", "fwd+bwd vs naive"),
+               ("forward_ms_vs_timm", "fwd vs timm"), ("train_ms_vs_timm", "fwd+bwd vs timm"),
+               ("worst_vs_timm", "worst fwd+bwd vs timm"),
+               ("train_peak_vs_naive", "peak (fwd+bwd) vs naive")]
+    ratio = lambda v: "–" if v is None else f"{v:.2f}×"  # noqa: E731
+    return Table(columns, rows, {k: ratio for k, _ in columns[2:]}, align_left=("mechanism",))
 
 
 def readme_section(cases: Sequence[bench.Case], scaling: Sequence[bench.ScalingRow],
@@ -70,12 +65,12 @@ def readme_section(cases: Sequence[bench.Case], scaling: Sequence[bench.ScalingR
         "glibc told to keep freed memory (see Method). "
         "Ratios are attn2d ÷ other: below 1 means attn2d is faster or uses less memory.\n",
         "### Summary over every size, dtype (fp32, bf16 autocast) and layout "
-        "(contiguous, channels-last)\n", summary(cases),
-        "### float32, contiguous\n", bench.format_cases(fp32, "markdown"),
+        "(contiguous, channels-last)\n", summary(cases).render("markdown"),
+        "### float32, contiguous\n", bench.cases_table(fp32).render("markdown"),
         "### Memory scaling (B=1, C=64, float32, forward+backward)\n",
-        bench.format_scaling(scaling, "markdown"),
+        bench.scaling_table(scaling).render("markdown"),
         "![memory scaling](results/scaling.png)\n",
-        "### Targets\n", bench.format_targets(targets, "markdown"),
+        "### Targets\n", bench.targets_table(targets).render("markdown"),
         "The full grid (bf16, channels-last) is in [results/latency.md](results/latency.md).\n",
     ]
     return "\n".join(parts)
@@ -92,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *(argv or sys.argv[1:])],
                   {**os.environ, **STEADY_MALLOC})
     torch.set_num_threads(1)  # the machine is shared; one thread and CPU time stay comparable
-    naive = bench.load_naive(HERE / "naive.py")
     names = [m.name for m in available()]
 
     def progress(line: str) -> None:
@@ -102,22 +96,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = bench.run_benchmarks(names, sizes, bench.DTYPES, bench.LAYOUTS,
                                  budget_s=0.05 if args.quick else 0.2,
                                  memory_budget=int(args.memory_budget_gb * bench.GIB),
-                                 naive=naive, progress=progress, clock="cpu")
+                                 progress=progress, clock="cpu")
     scaling: list[bench.ScalingRow] = []
     if not args.skip_scaling:
         sides = (16, 32, 64) if args.quick else bench.SCALING_SIDES
-        scaling = bench.memory_scaling(sides=sides, naive=naive, progress=progress,
+        scaling = bench.memory_scaling(sides=sides, progress=progress,
                                        memory_budget=int(args.memory_budget_gb * bench.GIB))
         bench.plot_scaling(scaling, RESULTS / "scaling.png")
     env = bench.environment()
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
-    write_atomic(RESULTS / "environment.json", json.dumps(env, indent=1) + "\n")
-    write_atomic(RESULTS / "latency.json", bench.format_cases(cases, "json"))
-    write_atomic(RESULTS / "latency.md", bench.format_cases(cases, "markdown"))
-    write_atomic(RESULTS / "scaling.json", bench.format_scaling(scaling, "json"))
-    write_atomic(RESULTS / "scaling.md", bench.format_scaling(scaling, "markdown"))
+    write_json(RESULTS / "environment.json", env, indent=1)
+    write_json(RESULTS / "latency.json", [c.to_dict() for c in cases], indent=1)
+    bench.cases_table(cases).save(RESULTS / "latency.md")
+    write_json(RESULTS / "scaling.json", [vars(r) for r in scaling], indent=1)
+    bench.scaling_table(scaling).save(RESULTS / "scaling.md")
     targets = bench.check_targets(cases, scaling)
-    write_atomic(RESULTS / "targets.md", bench.format_targets(targets, "markdown"))
+    bench.targets_table(targets).save(RESULTS / "targets.md")
     readme = HERE / "README.md"
     text = readme.read_text()
     if BEGIN in text and END in text:
@@ -125,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tail = rest.split(END, 1)[1]
         section = readme_section(cases, scaling, env, command)
         write_atomic(readme, f"{head}{BEGIN}\n{section}\n{END}{tail}")
-    print(bench.format_targets(targets))
+    print(bench.targets_table(targets).render("text"))
     return 0
 
 

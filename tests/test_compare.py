@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -186,3 +188,22 @@ def test_compare_rejects_unknown_mechanism_and_bad_jobs_before_training(tmp_path
     assert main(["compare", "--attention", "se", "--jobs", "0", "--out", str(tmp_path)]) == 2
     assert "expected --jobs >= 1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_html_report_renders_offline_in_a_headless_browser(finished, tmp_path):
+    """Run where chromium is installed (apt-get install chromium); see docs/training.md."""
+    from PIL import Image
+
+    out, _ = finished
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1200,1600", (out / "results.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), done.stderr[-1000:]
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert image.size == (1200, 1600) and len(colours) > 50  # text, a table and plots drawn

@@ -46,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from ._io import write_atomic
 from ._shape import parse_shape
+from .modules import _cross  # noqa: F401  (registers the attn2d::criss_cross operators)
 from .modules._common import AttentionMap
 from .tables import Table, format_for
 
@@ -78,6 +79,26 @@ def _sdpa_cpu_backward_flop(
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _cross_scores(query_shape: Shape) -> int:
+    b, _, h, w = query_shape
+    return b * h * w * (h + w)
+
+
+def _criss_cross_flop(
+    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
+) -> int:
+    """The fused criss-cross operator does the explicit path's two products: every pixel
+    scores its H + W positions (d wide) and sums as many values (C wide)."""
+    return 2 * _cross_scores(query_shape) * (query_shape[1] + value_shape[1])
+
+
+def _criss_cross_backward_flop(
+    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
+) -> int:
+    """Recomputed scores (d) and p·vᵀ gradient (C), then dv (C), dq and dk (d each)."""
+    return 2 * _cross_scores(query_shape) * (3 * query_shape[1] + 2 * value_shape[1])
+
+
 #: FLOP formulas (shape functions, PyTorch's convention) for attention kernels that
 #: ``torch.utils.flop_counter`` leaves at zero; usable as
 #: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``.
@@ -85,6 +106,8 @@ FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
     aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flop,
     aten._scaled_dot_product_fused_attention_overrideable: _sdpa_cpu_flop,
+    torch.ops.attn2d.criss_cross: _criss_cross_flop,
+    torch.ops.attn2d.criss_cross_backward: _criss_cross_backward_flop,
 }
 
 
@@ -157,6 +180,8 @@ def _elementwise(func: Any, name: str, args: tuple, kwargs: dict, out: object) -
         scores = math.prod(q.shape[:-1]) * k.shape[-2]
         scaled = _arg(func, args, kwargs, "scale") != 1.0  # None means 1/sqrt(d)
         return (6 if scaled else 5) * scores
+    if packet is torch.ops.attn2d.criss_cross:  # softmax over each cross, then γ·out
+        return 5 * _cross_scores(args[0].shape) + _numel(result)
     base = name.rstrip("_")
     if name in _MOVES or base in _MOVES:
         return 0

@@ -1,6 +1,18 @@
-"""Timing primitives: interleaved medians and the allocator's peak memory of one call.
+"""Timing primitives: interleaved medians of repeated calls, and the peak memory of one call.
 
-Used by ``attn2d bench`` and by the cost pass of ``attn2d compare``.
+* :func:`time_interleaved`: the median seconds per call of several steps measured in
+  alternating rounds, each round in a rotated order, so a burst of load on a shared machine
+  hits all of them alike and ratios between them come from the same rounds.
+* :func:`peak_memory`: bytes allocated at the highest point of one call above what was
+  live before it. On CUDA from :func:`torch.cuda.max_memory_allocated`; on CPU, where
+  PyTorch keeps no peak statistic, :func:`cpu_peak_memory` sums the allocation and free
+  records of :mod:`torch.profiler` (``profile_memory=True``) in time order to a running
+  maximum. The records come from the CPU allocator itself, so buffers a kernel allocates
+  internally are counted.
+* :func:`get_clock`: ``"wall"`` (:func:`time.perf_counter`) or ``"cpu"``
+  (:func:`time.process_time`; with one thread on a shared machine, the latency a step
+  would have on an idle core, time spent preempted not counted), or any zero-argument
+  callable returning seconds (tests inject a fake one).
 """
 
 from __future__ import annotations
@@ -13,14 +25,32 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CLOCKS", "peak_memory", "time_interleaved"]
+__all__ = ["CLOCKS", "MIN_SAMPLE_S", "cpu_peak_memory", "get_clock", "peak_memory", "sync",
+           "time_interleaved"]
+
+CLOCKS = ("wall", "cpu")
 
 # One timed sample lasts at least this long (several calls of a fast step), so timer
 # resolution and Python overhead stay small against the step itself.
-_MIN_SAMPLE_S = 2e-3
+MIN_SAMPLE_S = 2e-3
+
+Clock = str | Callable[[], float]
 
 
-def _sync(device: torch.device) -> None:
+def get_clock(name: Clock) -> Callable[[], float]:
+    """The time source called ``name`` in :data:`CLOCKS`, or ``name`` itself if callable."""
+    if callable(name):
+        return name
+    if name == "wall":
+        return time.perf_counter
+    if name == "cpu":
+        return time.process_time
+    raise ValueError(f"attn2d timing: expected clock in {CLOCKS}, got {name!r}")
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU does not)."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -31,29 +61,28 @@ def time_interleaved(
     min_rounds: int = 5,
     max_rounds: int = 100,
     device: torch.device | str = "cpu",
-    clock: str = "wall",
+    clock: Clock = "wall",
 ) -> dict[str, float]:
     """Median seconds per call of each step, the steps alternating round by round.
 
     Each step is called twice first (warm-up, then a probe that sets how many calls make
-    one sample); then ``rounds`` samples of every step, as many rounds as fit ``budget_s``
-    within [min_rounds, max_rounds]. The order rotates every round, and each sample starts
-    with one untimed call. ``clock="cpu"`` counts
-    the process's CPU time instead of wall time: with one thread on a shared machine that
-    is the latency the step would have on an idle core (time spent preempted is not counted).
+    one sample of at least :data:`MIN_SAMPLE_S`); then one sample of every step per round,
+    as many rounds as the probes say fit ``budget_s``, within [min_rounds, max_rounds].
+    Round r starts at step r mod n of the given order, and each sample starts with one
+    untimed call: the previous step left the allocator's free lists shaped for its own
+    tensors, and re-faulting fresh pages would be charged here.
     """
-    device = torch.device(device)
-    now = _clock(clock)
+    now = get_clock(clock)
     names = list(steps)
     probe: dict[str, float] = {}
     for name in names:
         steps[name]()
-        _sync(device)
+        sync(device)
         start = now()
         steps[name]()
-        _sync(device)
+        sync(device)
         probe[name] = now() - start
-    calls = {n: max(1, math.ceil(_MIN_SAMPLE_S / max(t, 1e-9))) for n, t in probe.items()}
+    calls = {n: max(1, math.ceil(MIN_SAMPLE_S / max(t, 1e-9))) for n, t in probe.items()}
     per_round = sum((calls[n] + 1) * probe[n] for n in names) or 1e-9
     rounds = max(min_rounds, min(max_rounds, int(budget_s / per_round)))
     samples: dict[str, list[float]] = {n: [] for n in names}
@@ -61,27 +90,14 @@ def time_interleaved(
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             step, n = steps[name], calls[name]
-            # One untimed call first: the previous step left the allocator's free lists
-            # shaped for its own tensors, and re-faulting fresh pages would be charged here.
             step()
-            _sync(device)
+            sync(device)
             start = now()
             for _ in range(n):
                 step()
-            _sync(device)
+            sync(device)
             samples[name].append((now() - start) / n)
     return {n: statistics.median(s) for n, s in samples.items()}
-
-
-CLOCKS = ("wall", "cpu")
-
-
-def _clock(clock: str) -> Callable[[], float]:
-    if clock == "wall":
-        return time.perf_counter
-    if clock == "cpu":
-        return time.process_time
-    raise ValueError(f"bench: expected clock in {CLOCKS}, got {clock!r}")
 
 
 def peak_memory(step: Callable[[], None], device: torch.device | str = "cpu") -> int:
@@ -95,11 +111,13 @@ def peak_memory(step: Callable[[], None], device: torch.device | str = "cpu") ->
         torch.cuda.synchronize(device)
         return max(0, torch.cuda.max_memory_allocated(device) - base)
     if device.type != "cpu":
-        raise ValueError(f"bench: expected a cpu or cuda device for peak memory, got {device}")
-    return _cpu_peak(step)
+        raise ValueError(f"attn2d timing: expected a cpu or cuda device for peak memory, "
+                         f"got {device}")
+    return cpu_peak_memory(step)
 
 
-def _cpu_peak(step: Callable[[], None]) -> int:
+def cpu_peak_memory(step: Callable[[], None]) -> int:
+    """The CPU allocator's peak during one call of ``step`` (see the module docstring)."""
     # Kineto reads its log level when it first starts; above 5 it stops printing
     # "profiler_start"/"profiler_stop" lines on every profile.
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
 
 from .. import bench
+from .._io import write_atomic
+from .._shape import parse_shape
 from ..registry import available
+from ..timing import CLOCKS
 
 HELP = "time mechanisms (forward, forward+backward) and their peak memory vs naive code and timm"
 
@@ -28,23 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one small size, fp32, contiguous, short timing (about a minute)")
     parser.add_argument("--time-budget", type=float, default=None, metavar="S",
                         help="seconds of timing per case and pass (default: 0.5; quick: 0.1)")
-    parser.add_argument("--clock", choices=bench.CLOCKS, default="wall",
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="wall time, or the process's CPU time (steadier on a shared "
                              "machine with --threads 1) (default: wall)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     parser.add_argument("--scaling", action="store_true",
-                        help="also measure memory scaling of nonlocal, pam, criss-cross "
-                             "from 16x16 to 128x128 maps (B=1, C=64)")
+                        help="also measure the fwd+bwd peak memory of "
+                             f"{', '.join(bench.SCALING_MECHANISMS)} on square maps "
+                             "(B=1, C=64); up to 256x256 this takes minutes on a CPU")
     parser.add_argument("--scaling-sides", nargs="+", type=int, default=list(bench.SCALING_SIDES),
-                        metavar="S", help="map sides for --scaling")
+                        metavar="S", help="map sides for --scaling (default: %(default)s)")
     parser.add_argument("--plot", metavar="PNG", help="with --scaling: write the log-log plot here")
     parser.add_argument("--memory-budget-gb", type=float, default=3.0,
                         help="skip naive sizes whose N×N maps would need more (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: PyTorch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--naive", metavar="PATH",
-                        help="the naive references file (default: benchmarks/naive.py)")
     parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     parser.add_argument("--output", metavar="PATH", help="write the report here, not to stdout")
 
@@ -52,18 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"expected --threads >= 1, got {args.threads}")
+            raise ValueError(f"attn2d bench: expected --threads >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.memory_budget_gb <= 0:
-        raise ValueError(f"expected --memory-budget-gb > 0, got {args.memory_budget_gb}")
+        raise ValueError(f"attn2d bench: expected --memory-budget-gb > 0, "
+                         f"got {args.memory_budget_gb}")
+    if any(side < 1 for side in args.scaling_sides):
+        raise ValueError(f"attn2d bench: expected --scaling-sides >= 1, got {args.scaling_sides}")
     mechanisms = args.mechanisms or [m.name for m in available()]
-    sizes = ([bench.parse_size(s) for s in args.sizes] if args.sizes
-             else bench.QUICK_SIZES if args.quick else bench.DEFAULT_SIZES)
+    sizes = ([parse_shape(s, (4,), owner="attn2d bench", name="--sizes") for s in args.sizes]
+             if args.sizes else bench.QUICK_SIZES if args.quick else bench.DEFAULT_SIZES)
     budget = args.time_budget if args.time_budget is not None else (0.1 if args.quick else 0.5)
-    naive = bench.load_naive(args.naive) if "naive" in args.against else None
-    if "naive" in args.against and naive is None:
-        print("attn2d bench: benchmarks/naive.py not found; naive columns left empty "
-              "(run from a source checkout or pass --naive)", file=sys.stderr)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -71,31 +73,30 @@ def run(args: argparse.Namespace) -> int:
     memory_budget = int(args.memory_budget_gb * bench.GIB)
     cases = bench.run_benchmarks(
         mechanisms, sizes, args.dtype or ["fp32"], args.layout or ["contiguous"],
-        args.against, budget, not args.no_memory, memory_budget, args.device, naive, progress,
+        args.against, budget, not args.no_memory, memory_budget, args.device, progress,
         args.clock)
     scaling = []
     if args.scaling:
         scaling = bench.memory_scaling(sides=args.scaling_sides, memory_budget=memory_budget,
-                                       device=args.device, naive=naive, progress=progress)
+                                       device=args.device, against=args.against,
+                                       progress=progress)
         if args.plot:
             bench.plot_scaling(scaling, args.plot)
     targets = bench.check_targets(cases, scaling)
     if args.format == "json":
-        import json
-
         report = json.dumps({"environment": bench.environment(),
                              "cases": [c.to_dict() for c in cases],
                              "scaling": [vars(r) for r in scaling], "targets": targets},
                             indent=1) + "\n"
     else:
-        parts = [bench.format_cases(cases, args.format)]
+        parts = [bench.cases_table(cases).render(args.format)]
         if scaling:
-            parts.append(bench.format_scaling(scaling, args.format))
+            parts.append(bench.scaling_table(scaling).render(args.format))
         if targets:
-            parts.append(bench.format_targets(targets, args.format))
+            parts.append(bench.targets_table(targets).render(args.format))
         report = "\n".join(parts)
     if args.output:
-        bench.write_atomic(args.output, report)
+        write_atomic(args.output, report)
     else:
         sys.stdout.write(report)
     return 0

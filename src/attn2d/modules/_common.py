@@ -26,6 +26,7 @@ __all__ = [
     "expect_feature_map",
     "hidden_width",
     "reset_layers",
+    "softmax_dtype",
 ]
 
 
@@ -117,6 +118,11 @@ def as_child(module: _M) -> _M:
     """``module`` as a part of a composite, which checks the input once for all its parts."""
     module.check_input = False
     return module
+
+
+def softmax_dtype(t: Tensor) -> Tensor:
+    """``t`` in at least fp32: softmax statistics stay fp32 under autocast, fp64 stays fp64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def check_positive_int(value: object, name: str, owner: str, minimum: int = 1) -> int:

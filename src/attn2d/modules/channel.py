@@ -17,6 +17,7 @@ from ._common import (
     check_positive_int,
     hidden_width,
 )
+from ._ops import ChannelConv1d, amax
 
 __all__ = [
     "POOL_TYPES",
@@ -85,22 +86,24 @@ class EfficientChannelAttention(AttentionModule):
             kernel_size = eca_kernel_size(channels, gamma, beta)
         check_odd_kernel(kernel_size, owner="eca")
         self.channels = channels
-        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.conv = ChannelConv1d(kernel_size)  # an nn.Conv1d(1, 1, k), faster on a vector
         self.weights = AttentionMap("channel")
 
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
-        pooled = x.mean((2, 3))[:, None, :]  # (B, 1, C): channels as a 1-D signal
-        gate = torch.sigmoid(self.conv(pooled))[:, 0, :]
-        return x * self.weights(gate)[:, :, None, None]
+        b = x.shape[0]
+        c = self.channels  # not -1: a view of an empty batch needs every size
+        pooled = x.mean((2, 3)).view(b, 1, c)  # (B, 1, C): channels as a 1-D signal
+        gate = torch.sigmoid(self.conv(pooled)).view(b, c)
+        return x * self.weights(gate).view(b, c, 1, 1)
 
 
 # CBAM's descriptors of a channel over all positions; "lp" is the official F.lp_pool2d with
 # p=2 (the L2 norm), "lse" a numerically stable log-sum-exp (a soft maximum).
 _POOLS: dict[str, Callable[[Tensor], Tensor]] = {
     "avg": lambda x: x.mean((2, 3)),
-    # amax, not max-pooling: 8x faster forward; its backward's full-size mask is the price.
-    "max": lambda x: x.amax((2, 3)),
+    # amax, not max-pooling: 8x faster forward; attn2d's amax keeps its backward lean.
+    "max": lambda x: amax(x, (2, 3)),
     "lp": lambda x: torch.linalg.vector_norm(x, 2, dim=(2, 3)),
     "lse": lambda x: torch.logsumexp(x, dim=(2, 3)),
 }

@@ -7,7 +7,8 @@ Softmax attention over positions goes through
 :func:`torch.nn.functional.scaled_dot_product_attention`, so the N×N weights are never
 stored unless capture is on for the module's :class:`AttentionMap` (see
 :mod:`attn2d.capture`); criss-cross attention never builds anything larger than
-B·H·W·(H + W).
+B·H·W·(H + W), and unless capturing its training step stores nothing that wide (the
+linear-memory operator of :mod:`._cross`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from ._common import (
     check_flag,
     check_positive_int,
     hidden_width,
+    softmax_dtype,
 )
+from ._cross import criss_cross, criss_cross_explicit
+from ._ops import exporting, weighted_sum
 
 __all__ = [
     "ChannelSelfAttention",
@@ -39,11 +43,6 @@ __all__ = [
     "NonLocal2d",
     "PositionAttention",
 ]
-
-
-def _wide(t: Tensor) -> Tensor:
-    """``t`` in at least fp32: softmax statistics stay fp32 under autocast, fp64 stays fp64."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _tokens(t: Tensor) -> Tensor:
@@ -73,7 +72,7 @@ def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, amap: Atte
     width = max(d_qk, d_v)
     if amap.capture or (d_qk != d_v and k.shape[1] <= 4 * width):
         # Softmax statistics in fp32 even under autocast, as the fused kernel keeps them.
-        logits = _wide(torch.bmm(q, k.transpose(1, 2)))
+        logits = softmax_dtype(torch.bmm(q, k.transpose(1, 2)))
         weights = (logits * scale if scale != 1.0 else logits).softmax(-1)
         if amap.capture:
             weights = amap(weights)
@@ -237,9 +236,10 @@ class GlobalContext(AttentionModule):
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
         b, _, h, w = x.shape
-        pool = self.weights(_wide(self.mask(x).flatten(1)).softmax(-1).view(b, 1, h, w))
-        context = torch.einsum("bchw,bhw->bc", x, pool[:, 0].to(x.dtype))
-        term = self.transform(context[:, :, None, None])
+        stat = torch.promote_types(x.dtype, torch.float32)  # fp32 softmax under autocast
+        pool = self.weights(self.mask(x).flatten(1).softmax(-1, dtype=stat).view(b, 1, h, w))
+        context = weighted_sum(x.flatten(2), pool.view(b, h * w))  # (B, C), see _ops
+        term = self.transform(context.view(b, self.channels, 1, 1))
         return x + term if self.fusion == "add" else x * torch.sigmoid(term)
 
 
@@ -330,7 +330,7 @@ class ChannelSelfAttention(_FromIdentity):
         # E grows with N and softmax(rowmax − E) is sensitive to its absolute error, so the
         # energies are formed in fp32 even under autocast.
         with torch.autocast(x.device.type, enabled=False):
-            wide = _wide(feats)
+            wide = softmax_dtype(feats)
             energy = torch.bmm(wide, wide.transpose(1, 2))
         if self.invert:
             energy = energy.amax(-1, keepdim=True) - energy
@@ -451,30 +451,29 @@ class DANetHead(AttentionModule):
 
 
 class _RowColumnAttention(nn.Module):
-    """One pass of criss-cross attention from its projections, before γ and the residual:
-    each pixel's single softmax over its row and column (the centre once), applied to v.
+    """One pass of criss-cross attention from its projections, before the residual: each
+    pixel's single softmax over its row and column (the centre once), applied to v.
 
-    Its tap ``weights`` ("criss-cross", (B, H, W, W + H)) sees the map only while capturing.
+    Unless capturing, the linear-memory operator of :mod:`._cross` runs (γ folded in, so
+    its output need not be stored either); while capturing, the explicit path builds the
+    (B, H, W, W + H) map and its tap ``weights`` sees it.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.weights = AttentionMap("criss-cross")
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        h, w = q.shape[2:]
-        row = torch.einsum("bdij,bdik->bijk", q, k)  # (B, H, W, W): pixel (i,j) vs (i,k)
-        col = torch.einsum("bdij,bdkj->bijk", q, k)  # (B, H, W, H): pixel (i,j) vs (k,j)
-        # The centre already sits in its row; -inf drops it from the column.
-        rows = torch.arange(h, device=q.device)
-        centre = (rows[:, None] == rows[None, :])[:, None, :]  # not eye(): ONNX has no bool eye
-        col = col.masked_fill(centre, float("-inf"))
-        weights = _wide(torch.cat([row, col], -1)).softmax(-1)
-        if self.weights.capture:
-            weights = self.weights(weights)
-        weights = weights.to(v.dtype)
-        out = torch.einsum("bijk,bcik->bcij", weights[..., :w], v)
-        return out + torch.einsum("bijk,bckj->bcij", weights[..., w:], v)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, scale: Tensor | None = None) -> Tensor:
+        """The attended values times ``scale`` (if given)."""
+        if self.weights.capture or exporting():  # the explicit map, or plain ATen ops
+            tap = self.weights if self.weights.capture else _unchanged
+            out = criss_cross_explicit(q, k, v, tap)
+            return out if scale is None else scale * out
+        return criss_cross(q, k, v, scale)  # linear memory: nothing (H + W)-wide is kept
+
+
+def _unchanged(t: Tensor) -> Tensor:
+    return t
 
 
 class CrissCrossAttention(_FromIdentity):
@@ -507,12 +506,13 @@ class CrissCrossAttention(_FromIdentity):
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
 
-    def attend(self, x: Tensor) -> Tensor:
-        """One pass of criss-cross attention, before γ and the residual; x is not checked."""
-        return self.attention(self.query(x), self.key(x), self.value(x))
+    def attend(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """One pass of criss-cross attention, before the residual (times ``scale`` if given);
+        x is not checked."""
+        return self.attention(self.query(x), self.key(x), self.value(x), scale)
 
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
         for _ in range(self.recurrence):
-            x = x + self.gamma * self.attend(x)
+            x = x + self.attend(x, self.gamma)  # γ inside: the output need not be stored
         return x

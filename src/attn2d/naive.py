@@ -1,4 +1,4 @@
-"""Naive reference versions of every attn2d mechanism, for the benchmarks.
+"""Naive reference versions of every attn2d mechanism, for ``attn2d bench``.
 
 Each one is written the way attention code is usually found in tutorials and zoo
 repositories: full N×N position maps, one tensor per intermediate step, ``expand_as``
@@ -10,6 +10,9 @@ Every class keeps the attn2d module's parameter names, so :func:`naive_version` 
 module's weights with a strict ``load_state_dict``. Criss-cross attention is computed with a
 dense N×N energy masked to each pixel's row and column, the common way to get it right
 without a custom kernel.
+
+They ship with the package because the benchmark ratios against them are part of what
+attn2d claims; nothing else in the package uses them.
 """
 
 from __future__ import annotations
