@@ -1,18 +1,20 @@
 """``attn2d compare``: a baseline and a list of mechanisms, several seeds each, one table.
 
     plan = plan_runs(...)        # every (mechanism, seed), seed-major; finished ones skipped
-    run_all(plan, jobs)          # K runs at once, each an ordinary ``attn2d train`` process
+    run_all(plan, jobs)          # K runs at once, in K worker processes
     measure_costs(...)           # one process times every model, interleaved: fair columns
     write_report(...)            # table with CIs and paired tests, plots, HTML
 
-Each run is an ordinary ``attn2d train`` run in ``OUT/runs/<mechanism>-seed<k>/``. A run
-with a ``result.json`` is finished and skipped when the command is repeated; one with only a
-``last.pt`` resumes where it stopped. Every run is a separate process by default, so a crash
-in one mechanism does not stop the others and runs side by side do not share threads: a
-run's result does not depend on what runs beside it (on the CPU each of K concurrent runs
-gets cores/K threads unless ``threads`` says otherwise; results depend on the thread count,
-not on the neighbours). Seed-major order means a comparison stopped early still has every
-mechanism at the first seeds.
+Each run is an ordinary training run (:func:`attn2d.train.train`, its config in
+``OUT/runs/<mechanism>-seed<k>/config.json``, its output in ``train.log`` there). A run with
+a ``result.json`` is finished and skipped when the command is repeated; one with only a
+``last.pt`` resumes where it stopped. Runs go to K long-lived worker processes, one run at a
+time each, so a crash in one mechanism does not stop the others and runs side by side share
+no threads or state: a run's result does not depend on what runs beside it (on the CPU each
+of K workers gets cores/K threads unless ``threads`` says otherwise; results depend on the
+thread count, not on the neighbours), while imports and dataset reading are paid once per
+worker. Seed-major order means a comparison stopped early still has every mechanism at the
+first seeds.
 
 The cost columns come from one pass after the runs (:func:`measure_costs`): every model of
 the comparison timed in the same process, interleaved, under the same conditions, and
@@ -23,13 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import re
-import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ __all__ = [
     "run_all",
     "run_name",
     "split_specs",
+    "train_logged",
 ]
 
 def split_specs(text: str) -> list[str]:
@@ -142,36 +147,86 @@ def plan_runs(specs: Sequence[str], base: TrainConfig, seeds: Sequence[int], out
     return plans
 
 
-def _run_subprocess(plan: RunPlan) -> None:
+def _write_config(plan: RunPlan) -> None:
     plan.dir.mkdir(parents=True, exist_ok=True)
-    config_path = plan.dir / "config.json"
-    write_json(config_path, dataclasses.asdict(plan.config))
-    env = {**os.environ}
-    if plan.config.threads:  # also the OpenMP pool, which torch's intra-op threads use
-        env["OMP_NUM_THREADS"] = str(plan.config.threads)
-    with open(plan.dir / "train.log", "a") as log:
-        code = subprocess.call([sys.executable, "-m", "attn2d", "train", "--config",
-                                str(config_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code in (128 + 2, 128 + 15, -2, -15):  # SIGINT / SIGTERM: the run saved and stopped
-        raise KeyboardInterrupt
-    if code != 0:
-        tail = (plan.dir / "train.log").read_text().splitlines()[-3:]
-        raise RuntimeError(f"exit code {code}: " + " | ".join(tail))
+    write_json(plan.dir / "config.json", dataclasses.asdict(plan.config))
+
+
+def train_logged(config: TrainConfig) -> str:
+    """Train one run with everything it prints (C-level output included) appended to its
+    ``train.log``; return its status. What a worker process of :func:`run_all` executes."""
+    log_path = Path(config.out) / "train.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            return train(config)["status"]
+        except Exception:
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+class _Workers:
+    """``jobs`` long-lived worker processes that train one run after another.
+
+    Each run still has a process of its own for its duration (a crash costs that run, the
+    others go on, and runs beside each other share nothing), while imports, CUDA context
+    and dataset reading are paid once per worker instead of once per run. A worker that
+    dies (a segfault, the out-of-memory killer) breaks the pool; it is rebuilt and the runs
+    that were in flight are tried once more.
+    """
+
+    def __init__(self, jobs: int, threads: int | None) -> None:
+        self.jobs, self.threads = jobs, threads
+        self.pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        previous = os.environ.get("OMP_NUM_THREADS")
+        if self.threads:  # the OpenMP pool under torch's intra-op threads: set before import
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        try:
+            return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
+
+    def submit(self, plan: RunPlan) -> Future:
+        _write_config(plan)
+        return self.pool.submit(train_logged, plan.config)
+
+    def rebuild(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_in_process(plan: RunPlan, data: Any) -> None:
-    plan.dir.mkdir(parents=True, exist_ok=True)
-    write_json(plan.dir / "config.json", dataclasses.asdict(plan.config))
+    _write_config(plan)
     if train(plan.config, data=data)["status"] != "finished":
         raise KeyboardInterrupt
 
 
-def run_all(plans: Sequence[RunPlan], jobs: int = 1,
-            launch: Callable[[RunPlan], None] = _run_subprocess) -> list[dict[str, str]]:
+def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
+            in_process: bool = False) -> list[dict[str, str]]:
     """Run the unfinished plans, ``jobs`` at a time, in order; return the failures.
 
-    One broken mechanism must not cost the others' hours: a failed run is reported and
-    the rest go on. An interrupt stops everything; rerunning resumes.
+    Runs go to :class:`_Workers` (separate processes), or with ``in_process`` one after
+    another in this process (then ``data`` may hold ready-made batches). One broken
+    mechanism must not cost the others' hours: a failed run is reported and the rest go
+    on. An interrupt stops every run after its current step, saved; rerunning resumes.
     """
     todo = [p for p in plans if not p.finished]
     total = len(plans)
@@ -181,49 +236,89 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1,
     failed: list[dict[str, str]] = []
     if not todo:
         return failed
-    started = time.perf_counter()
     index = {id(p): plans.index(p) + 1 for p in todo}
-
-    def report(plan: RunPlan, future: Future, took: float) -> None:
-        label = f"[{index[id(plan)]}/{total}] {plan.label}"
-        error = future.exception()
-        if isinstance(error, KeyboardInterrupt):
-            raise error
-        if error is not None:
-            print(f"{label}: FAILED ({error})", file=sys.stderr, flush=True)
-            failed.append({"mechanism": plan.spec, "seed": str(plan.seed), "error": str(error)})
-            return
-        result = json.loads((plan.dir / "result.json").read_text())
-        print(f"{label}: test acc {result['test_acc']:.2%} in {took:.0f} s", flush=True)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: dict[Future, tuple[RunPlan, float]] = {}
-        queue = list(todo)
-        done_count = 0
-        try:
-            while queue or pending:
-                while queue and len(pending) < jobs:
-                    plan = queue.pop(0)
-                    verb = "resuming" if plan.config.resume else "training"
-                    print(f"[{index[id(plan)]}/{total}] {plan.label}: {verb}...", flush=True)
-                    pending[pool.submit(launch, plan)] = (plan, time.perf_counter())
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    plan, began = pending.pop(future)
-                    report(plan, future, time.perf_counter() - began)
-                    done_count += 1
-                    if done_count == 1 and queue:
+    label = {id(p): f"[{index[id(p)]}/{total}] {p.label}" for p in todo}
+    if in_process:
+        for plan in todo:
+            _announce(plan, label)
+            began = time.perf_counter()
+            try:
+                _run_in_process(plan, data)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:
+                failed.append(_failure(plan, label, err))
+            else:
+                _finished(plan, label, time.perf_counter() - began)
+        return failed
+    workers = _Workers(jobs, todo[0].config.threads)
+    queue, pending = list(todo), {}
+    tries: dict[int, int] = {}
+    started, done = time.perf_counter(), 0
+    try:
+        while queue or pending:
+            while queue and len(pending) < jobs:
+                plan = queue.pop(0)
+                _announce(plan, label)
+                pending[workers.submit(plan)] = (plan, time.perf_counter())
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = []
+            for future in finished:
+                plan, began = pending.pop(future)
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool):
+                    broken.append(plan)
+                elif error is not None:
+                    failed.append(_failure(plan, label, error))
+                elif future.result() != "finished":  # the worker was told to stop
+                    raise KeyboardInterrupt
+                else:
+                    _finished(plan, label, time.perf_counter() - began)
+                    done += 1
+                    if done == 1 and queue:
                         per_run = (time.perf_counter() - started) / min(jobs, len(todo))
                         left = per_run * len(queue) / jobs
-                        print(f"attn2d compare: {len(queue) + len(pending)} runs to go, about "
-                              f"{_duration(left)} more at this pace", flush=True)
-        except KeyboardInterrupt:
-            for future in pending:
-                future.cancel()
-            print("attn2d compare: interrupted; rerun the same command to continue",
-                  file=sys.stderr)
-            raise
+                        print(f"attn2d compare: {len(queue) + len(pending)} runs to go, "
+                              f"about {_duration(left)} more at this pace", flush=True)
+            if broken:  # every run in flight failed with the pool: retry each once
+                broken += [plan for plan, _ in pending.values()]
+                pending.clear()
+                workers.rebuild()
+                for plan in reversed(broken):
+                    tries[id(plan)] = tries.get(id(plan), 0) + 1
+                    if tries[id(plan)] > 1:
+                        failed.append(_failure(plan, label, RuntimeError(
+                            "its worker process died twice (a crash or out of memory)")))
+                    else:
+                        queue.insert(0, dataclasses.replace(
+                            plan, config=dataclasses.replace(
+                                plan.config, resume=(plan.dir / "last.pt").exists())))
+                        label[id(queue[0])] = label[id(plan)]
+                        tries[id(queue[0])] = tries[id(plan)]
+    except KeyboardInterrupt:
+        # The workers got the same Ctrl-C and stop after their current step, saved.
+        print("attn2d compare: interrupted; rerun the same command to continue",
+              file=sys.stderr)
+        raise
+    finally:
+        workers.close()
     return failed
+
+
+def _announce(plan: RunPlan, label: dict[int, str]) -> None:
+    verb = "resuming" if plan.config.resume else "training"
+    print(f"{label[id(plan)]}: {verb}...", flush=True)
+
+
+def _finished(plan: RunPlan, label: dict[int, str], took: float) -> None:
+    result = json.loads((plan.dir / "result.json").read_text())
+    print(f"{label[id(plan)]}: test acc {result['test_acc']:.2%} in {took:.0f} s", flush=True)
+
+
+def _failure(plan: RunPlan, label: dict[int, str], error: BaseException) -> dict[str, str]:
+    print(f"{label[id(plan)]}: FAILED ({error}); see {plan.dir / 'train.log'}",
+          file=sys.stderr, flush=True)
+    return {"mechanism": plan.spec, "seed": str(plan.seed), "error": str(error)}
 
 
 def _duration(seconds: float) -> str:
@@ -308,10 +403,7 @@ def compare(
           f"({len(plans) - todo} finished), {jobs} at a time, in {out}", flush=True)
     write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
                                           "command": command})
-    if in_process:
-        failed = run_all(plans, 1, lambda plan: _run_in_process(plan, data))
-    else:
-        failed = run_all(plans, jobs)
+    failed = run_all(plans, jobs, data=data, in_process=in_process)
     if costs:
         measure_costs(out, specs, device)
     report = build_report([out])
