@@ -95,13 +95,15 @@ RUNTIME_FIELDS = frozenset({
 })
 
 
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class TrainConfig(DataSpec):
     """Everything that defines a training run; ``attn2d train --help`` documents each field.
 
-    :meth:`resolved` fills in the defaults that depend on other fields (the learning rate
-    of the optimiser, the gate initialisation of a frozen backbone, the canonical dataset
-    name), so the saved config, ``resume`` and ``compare`` all see the same values.
+    The data options are those of :class:`~attn2d.data.DataSpec` (this class extends it);
+    the rest say what model to train, how, how fast and where to write. :meth:`resolved`
+    fills in the defaults that depend on other fields (the learning rate of the optimiser,
+    the gate initialisation of a frozen backbone, the canonical dataset name), so the saved
+    config, ``resume`` and ``compare`` all see the same values.
     """
 
     # model
@@ -109,21 +111,6 @@ class TrainConfig:
     attention: str | None = None
     placement: str | None = None
     gate_init: str | None = None  # None: "identity" with freeze_backbone, else "default"
-    # data
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = False
-    subset: int | None = None
-    test_subset: int | None = None
-    val_split: int | None = None
-    image_size: int | None = None
-    channels: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    augment: bool = True
-    bad_images: str = "error"
-    in_memory: str = "auto"
-    num_workers: int = 0
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -585,7 +572,8 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
         raise ValueError(f"attn2d train: expected --batch-size divisible by the "
                          f"{process.world} processes, got {config.batch_size}")
     if data is None:
-        data = load_data(_data_spec(config), process.device, config.seed)
+        data = load_data(DataSpec.from_mapping(dataclasses.asdict(config)), process.device,
+                         config.seed)
     info = data.info
     # The run's settings plus the dataset's facts that rebuilding the model needs.
     saved_config = {**dataclasses.asdict(config), "dataset": info.name,
@@ -627,11 +615,6 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
 
             run.tensorboard = TensorBoardLog(run_dir / "tensorboard", config.tensorboard_every)
     return run
-
-
-def _data_spec(config: TrainConfig) -> DataSpec:
-    names = {f.name for f in dataclasses.fields(DataSpec)}
-    return DataSpec(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
 
 
 def _restore(run: Run, checkpoint: dict[str, Any]) -> None:

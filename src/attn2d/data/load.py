@@ -49,7 +49,7 @@ class DataSpec:
 
     Args:
         dataset: a dataset name or alias (see :func:`~attn2d.data.canonical_dataset`), or
-            ``"folder:PATH"``.
+            ``"folder:PATH"`` (default: Fashion-MNIST).
         data_dir: where built-in datasets live (default ``$ATTN2D_DATA_DIR`` or ``./data``).
         download: let torchvision download missing built-in files (needs a network).
         subset: train on a stratified subset of this many training images.
@@ -70,7 +70,7 @@ class DataSpec:
         num_workers: DataLoader workers for streaming and for decoding folders.
     """
 
-    dataset: str
+    dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None
