@@ -146,7 +146,7 @@ def test_peak_memory_of_a_known_allocation_is_its_size():
 
 
 def test_criss_cross_training_peak_is_at_most_non_local_s():
-    # SPEC §4 / issue 13: criss-cross stores nothing (H + W)-wide, so a training step at
+    # Issue 13: criss-cross stores nothing (H + W)-wide, so a training step at
     # 96×96 (B = 1, C = 64) peaks no higher than non-local's fused attention. (RCCA, two
     # passes, is compared at 128×128 and 256×256 by the benchmark: benchmarks/run_all.py.)
     rows = bench.memory_scaling(["nonlocal", "criss-cross"], sides=[96], against=())
@@ -156,7 +156,7 @@ def test_criss_cross_training_peak_is_at_most_non_local_s():
 
 @pytest.mark.parametrize("name", ["nonlocal", "pam", "criss-cross"])
 def test_fast_paths_never_hold_an_n_by_n_map(name):
-    # SPEC §4: at 32×32 one float32 N×N map is 4 MiB; a whole training step of attn2d's
+    # At 32×32 one float32 N×N map is 4 MiB; a whole training step of attn2d's
     # module must stay well below it, while the naive reference holds several.
     rows = bench.memory_scaling([name], sides=[32], channels=16)
     peaks = {r.impl: r.train_peak for r in rows}

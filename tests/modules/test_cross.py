@@ -89,7 +89,7 @@ def test_captured_map_is_the_one_applied():
 
 
 def test_training_step_saves_nothing_h_plus_w_wide():
-    # SPEC §4: what autograd keeps for backward is linear in H·W. The explicit path keeps
+    # What autograd keeps for backward is linear in H·W. The explicit path keeps
     # (B, H, W, H + W) tensors; the fast path nothing larger than the input.
     x = torch.randn(1, 8, 12, 10, requires_grad=True)
     m = activate(CrissCrossAttention(8, recurrence=2)).train()
