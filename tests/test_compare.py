@@ -8,6 +8,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,46 @@ def test_the_html_report_renders_offline_in_a_headless_browser(finished, tmp_pat
     image = Image.open(shot).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20)
     assert image.size == (1200, 1600) and len(colours) > 50  # text, a table and plots drawn
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Pool worker processes (multiprocessing's spawn_main) whose parent is ``pid``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and b"spawn_main" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_killed_worker_costs_a_retry_not_the_comparison(data_dir, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "crash"
+    results: dict = {}
+    config = tiny(data_dir, epochs=6)
+    thread = threading.Thread(target=lambda: results.update(report=compare(
+        ["se"], config, seeds=1, out=out, jobs=1, costs=False, html=False)))
+    thread.start()
+    first = out / "runs" / "none-seed0" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:  # mid-run: epoch 1 saved
+        time.sleep(0.05)
+    workers = _workers_of(os.getpid())
+    assert first.exists() and workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)  # as the out-of-memory killer would
+    thread.join(timeout=300)
+    report = results["report"]
+    assert report["failed"] == [] and [r["seeds"] for r in report["rows"]] == [1, 1]
+    log = (out / "runs" / "none-seed0" / "train.log").read_text()
+    assert log.count("epoch 6/6") == 1  # the retried run resumed; it finished once

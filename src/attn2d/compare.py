@@ -275,9 +275,9 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
                 else:
                     _finished(plan, label, time.perf_counter() - began)
                     done += 1
-                    if done == 1 and queue:
-                        per_run = (time.perf_counter() - started) / min(jobs, len(todo))
-                        left = per_run * len(queue) / jobs
+                    if done == 1 and queue:  # `jobs` runs took this long side by side
+                        per_run = time.perf_counter() - started
+                        left = per_run * (len(queue) + len(pending)) / jobs
                         print(f"attn2d compare: {len(queue) + len(pending)} runs to go, "
                               f"about {_duration(left)} more at this pace", flush=True)
             if broken:  # every run in flight failed with the pool: retry each once
