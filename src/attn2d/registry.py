@@ -10,6 +10,7 @@ import ast
 import difflib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,12 +234,15 @@ def is_mechanism(module: nn.Module) -> bool:
     return isinstance(module, _CLASSES)
 
 
-def outermost_mechanisms(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(path, module)`` of every registered mechanism not nested in another one, in
-    ``model.named_modules()`` order (DANet's branches belong to the DANet block)."""
+def outermost_mechanisms(
+    model: nn.Module, match: Callable[[nn.Module], bool] | None = None
+) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of every registered mechanism (or module ``match`` accepts) not
+    nested in another one, in ``model.named_modules()`` order (DANet's branches belong to
+    the DANet block)."""
+    match = match or is_mechanism
     found: list[tuple[str, nn.Module]] = []
     for path, module in model.named_modules():  # pre-order: ancestors come first
-        if is_mechanism(module) and not any(path.startswith(f"{p}.") or p == ""
-                                            for p, _ in found):
+        if match(module) and not any(path.startswith(f"{p}.") or p == "" for p, _ in found):
             found.append((path, module))
     return found

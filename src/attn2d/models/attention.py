@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..registry import is_mechanism
+from ..registry import is_mechanism, outermost_mechanisms
 
 __all__ = [
     "ResidualBlend",
@@ -110,11 +110,7 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     included) and any registered mechanism elsewhere. A network's own SE layers (timm's
     or torchvision's MobileNetV3 / EfficientNet) are part of the backbone and not listed.
     """
-    found: list[tuple[str, nn.Module]] = []
-    for path, module in model.named_modules():  # pre-order: ancestors come first
-        if is_attention(module) and not any(path.startswith(f"{p}.") for p, _ in found):
-            found.append((path, module))
-    return found
+    return outermost_mechanisms(model, is_attention)
 
 
 def load_backbone_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
