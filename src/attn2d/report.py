@@ -374,6 +374,7 @@ margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
 th{background:#f4f4f4} td.l,th.l{text-align:left} code{font-size:12px}
+pre{white-space:pre-wrap;word-break:break-all;background:#f7f7f7;padding:.5em}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 .note{color:#555;font-size:12px} .better{color:#1a7f37;font-weight:600}
 .worse{color:#c62828;font-weight:600} details{margin:.6em 0}
