@@ -30,7 +30,6 @@ from attn2d import bench
 from attn2d._io import write_json
 from attn2d._shape import parse_shape
 from attn2d.modules import CrissCrossAttention
-from attn2d.modules._cross import criss_cross_explicit
 from attn2d.tables import Table
 from attn2d.timing import CLOCKS, peak_memory, time_interleaved
 
@@ -44,11 +43,12 @@ MIB = 1024**2
 
 class ExplicitCrissCross(CrissCrossAttention):
     """Criss-cross as it ran before the linear-memory operator: autograd through einsums
-    that stores the (B, H, W, H + W) energies and weights."""
+    that stores the (B, H, W, H + W) energies and weights. That is the path the module
+    takes while its map is captured, so capture stays on here."""
 
-    def attend(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        out = criss_cross_explicit(self.query(x), self.key(x), self.value(x), self.weights)
-        return out if scale is None else scale * out
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.attention.weights.capture = True
 
 
 def repeated(steps: dict[str, Callable[[], None]], ours: str, theirs: str,
