@@ -248,10 +248,14 @@ def _p(value: float | None) -> str:
     return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
 
 
+def _batch_size(report: dict[str, Any]) -> int:
+    """The batch of the cost columns: the cost pass's, else the runs'."""
+    return report["costs"].get("batch_size") or report["settings"]["batch_size"]
+
+
 def table(report: dict[str, Any]) -> Table:
     """The comparison table; raw values in CSV/JSON, formatted ones in text/Markdown."""
-    costs = report["costs"]
-    batch = costs.get("batch_size", "?")
+    batch = _batch_size(report)
     columns = [
         ("mechanism", "mechanism"), ("params", "params (M)"), ("macs", "MACs (M)"),
         ("acc_text", "test acc (%) [95 % CI]"), ("delta_text", "Δ vs baseline (pp) [95 % CI]"),
@@ -329,7 +333,7 @@ def write_report(report: dict[str, Any], out: PathLike, html: bool = True) -> li
                write_atomic(out / "results.csv", table(report).to_csv()),
                write_json(out / "results.json", report)]
     rows, method = _plot_rows(report), report["method"]
-    batch = report["costs"].get("batch_size", "?")
+    batch = _batch_size(report)
     plot_accuracy(rows, method=method, path=out / "accuracy.png")
     plot_curves({k: np.array(v) for k, v in report["curves"].items() if _rectangular(v)},
                 path=out / "curves.png")
