@@ -486,10 +486,10 @@ def _build(
     if not isinstance(target, str):
         raise TypeError(f"profile: expected an nn.Module, a model name or a mechanism spec, "
                         f"got {type(target).__name__}")
-    from .models import create_model, list_models
+    from .models import create_model, is_model_name, list_models
     from .registry import create
 
-    if target.strip().lower().replace("-", "_") in list_models():
+    if is_model_name(target):
         return create_model(target, in_channels=shape[1], **model_kwargs)
     if model_kwargs:
         raise ValueError(f"profile: expected a model name ({', '.join(list_models())}) with "

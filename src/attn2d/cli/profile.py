@@ -49,10 +49,10 @@ def model_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import list_models
+    from ..models import is_model_name
 
     options = model_options(args)
-    if args.target.strip().lower().replace("-", "_") in list_models():
+    if is_model_name(args.target):
         options["num_classes"] = args.num_classes
     shape = parse_shape(args.input, owner="attn2d profile", name="--input")
     report = profile(args.target, shape, depth=args.depth, timing_runs=args.runs,

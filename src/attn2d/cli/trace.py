@@ -8,7 +8,7 @@ import torch
 
 from .._shape import parse_shape
 from ..debug import check_gradients, trace_shapes
-from ..models import create_model, list_models
+from ..models import create_model, is_model_name, list_models
 from ..registry import create
 
 HELP = "trace the input/output shapes of every module of a model or mechanism (hooks)"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input, owner="attn2d trace", name="--input")
     shape = shape if len(shape) == 4 else (1, *shape)
-    is_model = args.name.strip().lower().replace("-", "_") in list_models()
+    is_model = is_model_name(args.name)
     if is_model:
         module = create_model(args.name, attention=args.attention, placement=args.placement,
                               num_classes=args.num_classes, in_channels=shape[1])
