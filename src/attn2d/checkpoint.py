@@ -58,7 +58,10 @@ def _describe(obj: object) -> str:
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """An attn2d checkpoint (``last.pt``, ``best.pt``); a clear error for anything else."""
-    checkpoint = _load(path, "an attn2d checkpoint")
+    return _checked(_load(path, "an attn2d checkpoint"), path)
+
+
+def _checked(checkpoint: object, path: PathLike) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"attn2d: expected an attn2d checkpoint at {path} (written by "
                          f"attn2d train), got {_describe(checkpoint)}")
@@ -83,7 +86,7 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
     """
     obj = _load(path, "an attn2d checkpoint or a state dict")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        return read_checkpoint(path)["model"]
+        return _checked(obj, path)["model"]
     if not _is_state_dict(obj) and isinstance(obj, Mapping):
         obj = next((obj[k] for k in ("state_dict", "model", "state_dict_ema", "model_state")
                     if _is_state_dict(obj.get(k))), obj)
@@ -104,7 +107,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
 # -- random number generators -------------------------------------------------------------
 
 
-def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Every RNG state as tensors and plain lists, so ``weights_only=True`` can load it."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
@@ -114,14 +117,12 @@ def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": [version, list(internal), gauss_next],
     }
-    if generator is not None:
-        state["generator"] = generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     """Undo :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
@@ -129,7 +130,5 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
                          n["has_gauss"], n["cached"]))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

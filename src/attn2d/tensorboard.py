@@ -74,8 +74,7 @@ class TensorBoardLog:
         net.eval()
         try:
             with AttentionRecorder(net) as recorder:
-                net(x.contiguous(memory_format=torch.channels_last)
-                    if run.config.channels_last else x)
+                net(run.to_input(x))
         finally:
             net.train(was_training)
         for record in recorder.records:

@@ -16,7 +16,8 @@ Reproducibility: a run is a function of its config. The epoch's order is a permu
 (seed, epoch) and augmentation a function of (seed, epoch, index) (see :mod:`attn2d.data`);
 a checkpoint holds every RNG state, so an interrupted run resumed with ``resume=True`` ends
 with the same weights, bit for bit, as one never interrupted (same device and thread count).
-SIGINT/SIGTERM finish the current step, save ``last.pt`` and return.
+SIGINT/SIGTERM finish the current step (under torchrun: the steps up to the next log
+point, where the processes agree to stop), save ``last.pt`` and return.
 
 Static shapes: training drops the last partial batch (a fresh permutation every epoch, so
 every image is still seen); evaluation pads its last batch and masks the padding. Steps
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -56,6 +58,7 @@ from ._io import save_npz, write_json, write_jsonl
 from .checkpoint import read_checkpoint, read_state_dict, restore_rng, rng_state, save_checkpoint
 from .data import Data, DataSpec, EvalBatches, canonical_dataset, load_data
 from .models import attention_modules, create_model, load_backbone_state
+from .timing import sync
 
 __all__ = [
     "COMPILE_MODES",
@@ -460,6 +463,12 @@ class Run:
     def global_step(self) -> int:
         return self.epoch * self.steps_per_epoch + self.step
 
+    def to_input(self, x: Tensor) -> Tensor:
+        """A batch in the model's memory format."""
+        if self.config.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def checkpoint_state(self) -> dict[str, Any]:
         return {
             "config": self.saved_config, "model": self.net.state_dict(),
@@ -663,8 +672,8 @@ def _compile(run: Run) -> float:
         run.model.eval()
         with torch.no_grad(), autocast(run.process.device, run.config.amp):
             for _ in range(3):
-                run.model(_to_input(x, run.config))
-        _sync(run.process.device)
+                run.model(run.to_input(x))
+        sync(run.process.device)
     except Exception as err:  # a backend that cannot compile some op: train eagerly
         if isinstance(err, (KeyboardInterrupt, NonFiniteLoss)):
             raise
@@ -683,19 +692,10 @@ def _compile(run: Run) -> float:
     return time.perf_counter() - started
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _to_input(x: Tensor, config: TrainConfig) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
-
-
 def _train_step(run: Run, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """One optimisation step; returns the loss and the predictions, still on the device."""
     with autocast(run.process.device, run.config.amp):
-        logits = run.model(_to_input(x, run.config))
+        logits = run.model(run.to_input(x))
         loss = run.loss_fn(logits.float(), y)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -737,8 +737,6 @@ def _finished_result(config: TrainConfig) -> dict[str, Any] | None:
     path = Path(config.out) / "result.json"
     if not (config.resume and path.is_file()):
         return None
-    import json
-
     result = json.loads(path.read_text())
     if result.get("status") != "finished" or config.epochs > result["config"]["epochs"]:
         return None
@@ -781,12 +779,15 @@ def train_one_epoch(run: Run, epoch: int, stop: StopRequest,
                             acc=f"{float(totals.correct) / totals.seen:.1%}", img_s=f"{rate:.0f}")
         if on_step is not None:
             on_step(epoch, run.step)
-        if stop.agreed(process) and run.step < run.steps_per_epoch:
+        # Across processes, agreeing on a stop costs an all-reduce and a host sync: only at
+        # the log points (one process reads its own flag, which is free, every step).
+        at_log_point = process.world == 1 or run.step % config.log_every == 0
+        if at_log_point and stop.agreed(process) and run.step < run.steps_per_epoch:
             bar.close()
-            _sync(process.device)
+            sync(process.device)
             totals.elapsed = time.perf_counter() - started
             return False
-    _sync(process.device)
+    sync(process.device)
     totals.elapsed = time.perf_counter() - started
     bar.close()
     return True
@@ -824,7 +825,7 @@ def evaluate(run: Run, batches: EvalBatches) -> Evaluation:
     for x, y, index in batches.batches(config.eval_batch_size, rank=process.rank,
                                        world=process.world):
         with autocast(process.device, config.amp):
-            logits = run.model(_to_input(x, config))
+            logits = run.model(run.to_input(x))
         valid = index >= 0
         loss += (F.cross_entropy(logits.float(), y, reduction="none") * valid).sum()
         predictions.scatter_(0, torch.where(valid, index, n), logits.argmax(1))
@@ -858,7 +859,7 @@ def recompute_batch_norm(run: Run, epoch: int, batches: int) -> None:
                                     world=process.world)
     for _, (x, _) in zip(range(batches), source):
         with autocast(process.device, config.amp):
-            run.net(_to_input(x, config))
+            run.net(run.to_input(x))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
         if process.world > 1:  # each rank saw its own shard: average the estimates
