@@ -86,10 +86,14 @@ def split_specs(text: str) -> list[str]:
     return specs
 
 
+def _slug(spec: str) -> str:
+    """A spec made filesystem-safe."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", spec.strip().lower()).strip("_")
+
+
 def run_name(spec: str, seed: int) -> str:
     """Folder name of one run: the spec made filesystem-safe, then the seed."""
-    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", spec.strip().lower()).strip("_")
-    return f"{slug}-seed{seed}"
+    return f"{_slug(spec)}-seed{seed}"
 
 
 @dataclass
@@ -99,6 +103,9 @@ class RunPlan:
     spec: str
     seed: int
     config: TrainConfig
+    number: int = 1  # position in the comparison, for the progress lines
+    total: int = 1
+    tries: int = 0  # starts given to a worker that then died
 
     @property
     def dir(self) -> Path:
@@ -110,7 +117,7 @@ class RunPlan:
 
     @property
     def label(self) -> str:
-        return f"{self.spec} seed {self.seed}"
+        return f"[{self.number}/{self.total}] {self.spec} seed {self.seed}"
 
 
 def _check_specs(mechanisms: Sequence[str]) -> list[str]:
@@ -128,13 +135,14 @@ def plan_runs(specs: Sequence[str], base: TrainConfig, seeds: Sequence[int], out
               ) -> list[RunPlan]:
     """Every run, seed-major; refuse a folder that holds runs with other settings."""
     plans = []
+    total = len(specs) * len(seeds)
     for seed in seeds:
         for spec in specs:
             run_dir = out / "runs" / run_name(spec, seed)
             config = dataclasses.replace(
                 base, attention=None if spec == BASELINE else spec, seed=seed,
                 out=str(run_dir), resume=(run_dir / "last.pt").exists())
-            plan = RunPlan(spec, seed, config)
+            plan = RunPlan(spec, seed, config, len(plans) + 1, total)
             if plan.finished:
                 saved = json.loads((run_dir / "result.json").read_text())["config"]
                 wanted = {**dataclasses.asdict(config.resolved()), "dataset": saved["dataset"]}
@@ -229,37 +237,33 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
     on. An interrupt stops every run after its current step, saved; rerunning resumes.
     """
     todo = [p for p in plans if not p.finished]
-    total = len(plans)
-    for i, plan in enumerate(plans, 1):
+    for plan in plans:
         if plan.finished:
-            print(f"[{i}/{total}] {plan.label}: finished before, skipped", flush=True)
+            print(f"{plan.label}: finished before, skipped", flush=True)
     failed: list[dict[str, str]] = []
     if not todo:
         return failed
-    index = {id(p): plans.index(p) + 1 for p in todo}
-    label = {id(p): f"[{index[id(p)]}/{total}] {p.label}" for p in todo}
     if in_process:
         for plan in todo:
-            _announce(plan, label)
+            _announce(plan)
             began = time.perf_counter()
             try:
                 _run_in_process(plan, data)
             except KeyboardInterrupt:
                 raise
             except Exception as err:
-                failed.append(_failure(plan, label, err))
+                failed.append(_failure(plan, err))
             else:
-                _finished(plan, label, time.perf_counter() - began)
+                _finished(plan, time.perf_counter() - began)
         return failed
     workers = _Workers(jobs, todo[0].config.threads)
     queue, pending = list(todo), {}
-    tries: dict[int, int] = {}
     started, done = time.perf_counter(), 0
     try:
         while queue or pending:
             while queue and len(pending) < jobs:
                 plan = queue.pop(0)
-                _announce(plan, label)
+                _announce(plan)
                 pending[workers.submit(plan)] = (plan, time.perf_counter())
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             broken = []
@@ -269,11 +273,11 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
                 if isinstance(error, BrokenProcessPool):
                     broken.append(plan)
                 elif error is not None:
-                    failed.append(_failure(plan, label, error))
+                    failed.append(_failure(plan, error))
                 elif future.result() != "finished":  # the worker was told to stop
                     raise KeyboardInterrupt
                 else:
-                    _finished(plan, label, time.perf_counter() - began)
+                    _finished(plan, time.perf_counter() - began)
                     done += 1
                     if done == 1 and queue:  # `jobs` runs took this long side by side
                         per_run = time.perf_counter() - started
@@ -285,16 +289,14 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
                 pending.clear()
                 workers.rebuild()
                 for plan in reversed(broken):
-                    tries[id(plan)] = tries.get(id(plan), 0) + 1
-                    if tries[id(plan)] > 1:
-                        failed.append(_failure(plan, label, RuntimeError(
+                    if plan.tries >= 1:
+                        failed.append(_failure(plan, RuntimeError(
                             "its worker process died twice (a crash or out of memory)")))
-                    else:
-                        queue.insert(0, dataclasses.replace(
-                            plan, config=dataclasses.replace(
-                                plan.config, resume=(plan.dir / "last.pt").exists())))
-                        label[id(queue[0])] = label[id(plan)]
-                        tries[id(queue[0])] = tries[id(plan)]
+                        continue
+                    resume = (plan.dir / "last.pt").exists()
+                    queue.insert(0, dataclasses.replace(
+                        plan, tries=plan.tries + 1,
+                        config=dataclasses.replace(plan.config, resume=resume)))
     except KeyboardInterrupt:
         # The workers got the same Ctrl-C and stop after their current step, saved.
         print("attn2d compare: interrupted; rerun the same command to continue",
@@ -305,18 +307,17 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
     return failed
 
 
-def _announce(plan: RunPlan, label: dict[int, str]) -> None:
-    verb = "resuming" if plan.config.resume else "training"
-    print(f"{label[id(plan)]}: {verb}...", flush=True)
+def _announce(plan: RunPlan) -> None:
+    print(f"{plan.label}: {'resuming' if plan.config.resume else 'training'}...", flush=True)
 
 
-def _finished(plan: RunPlan, label: dict[int, str], took: float) -> None:
+def _finished(plan: RunPlan, took: float) -> None:
     result = json.loads((plan.dir / "result.json").read_text())
-    print(f"{label[id(plan)]}: test acc {result['test_acc']:.2%} in {took:.0f} s", flush=True)
+    print(f"{plan.label}: test acc {result['test_acc']:.2%} in {took:.0f} s", flush=True)
 
 
-def _failure(plan: RunPlan, label: dict[int, str], error: BaseException) -> dict[str, str]:
-    print(f"{label[id(plan)]}: FAILED ({error}); see {plan.dir / 'train.log'}",
+def _failure(plan: RunPlan, error: BaseException) -> dict[str, str]:
+    print(f"{plan.label}: FAILED ({error}); see {plan.dir / 'train.log'}",
           file=sys.stderr, flush=True)
     return {"mechanism": plan.spec, "seed": str(plan.seed), "error": str(error)}
 
@@ -363,7 +364,8 @@ def compare(
         num_classes: with ``datasets``: the number of classes (default:
             ``len(train.classes)``).
         command: the command line, recorded in the report.
-        costs: measure the cost columns after the runs (:func:`measure_costs`).
+        costs: measure the cost columns after the runs (:func:`measure_costs`), unless
+            ``costs.json`` already holds every mechanism.
         html: also write the self-contained ``results.html``.
     """
     specs = _check_specs(mechanisms)
@@ -404,7 +406,7 @@ def compare(
     write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
                                           "command": command})
     failed = run_all(plans, jobs, data=data, in_process=in_process)
-    if costs:
+    if costs and not _measured(out, specs):
         measure_costs(out, specs, device)
     report = build_report([out])
     report["failed"] = failed
@@ -415,12 +417,18 @@ def compare(
 # ----------------------------------------------------------------------------- costs
 
 
+def _measured(out: Path, specs: Sequence[str]) -> bool:
+    """Whether ``costs.json`` already holds every mechanism (a rerun measures nothing
+    again, so its table stays the same)."""
+    path = out / "costs.json"
+    return path.is_file() and set(specs) <= set(json.loads(path.read_text())["rows"])
+
+
 def _finished_configs(out: Path, specs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """One finished run's saved config per mechanism (any seed: costs ignore the weights)."""
     found = {}
     for spec in specs:
-        for result in sorted((out / "runs").glob(f"{run_name(spec, 0).rsplit('-seed', 1)[0]}"
-                                                 "-seed*/result.json")):
+        for result in sorted((out / "runs").glob(f"{_slug(spec)}-seed*/result.json")):
             found[spec] = json.loads(result.read_text())["config"]
             break
     return found
