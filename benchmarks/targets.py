@@ -65,11 +65,11 @@ def repeated(steps: dict[str, Callable[[], None]], ours: str, theirs: str,
 
 
 def _num(v: object) -> str:
-    return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _x(v: object) -> str:
-    return "–" if v is None else f"{v:.3f}×"
+def _x(v: float) -> str:
+    return f"{v:.3f}×"
 
 
 def cross_time(args: argparse.Namespace) -> Table:

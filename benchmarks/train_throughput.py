@@ -154,13 +154,10 @@ def table(rows: list[dict], args: argparse.Namespace) -> Table:
                     ("graph_vs_baseline", "graph ÷ baseline")]
     columns.append(("compile_s", "compile (s)"))
 
-    def number(fmt: str) -> Callable[[object], str]:
-        return lambda v: "–" if v is None else fmt.format(v)
-
-    display = {"loop_images_s": number("{:,.0f}"), "step_images_s": number("{:,.0f}"),
-               "graph_images_s": number("{:,.0f}"), "step_ms": number("{:.2f}"),
-               "step_vs_baseline": number("{:.2f}×"), "graph_vs_baseline": number("{:.2f}×"),
-               "compile_s": number("{:.1f}")}
+    display = {"loop_images_s": "{:,.0f}".format, "step_images_s": "{:,.0f}".format,
+               "graph_images_s": "{:,.0f}".format, "step_ms": "{:.2f}".format,
+               "step_vs_baseline": "{:.2f}×".format, "graph_vs_baseline": "{:.2f}×".format,
+               "compile_s": "{:.1f}".format}
     note = (f"{args.model} on {args.dataset}, batch {args.batch_size}, amp {args.amp}, "
             f"channels-last {'on' if args.channels_last else 'off'}, {args.device}, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}; medians of "

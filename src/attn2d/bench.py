@@ -38,7 +38,7 @@ from . import naive
 from ._amp import autocast
 from ._io import save_figure
 from .registry import create, lookup
-from .tables import Table
+from .tables import MISSING, Table
 from .timing import peak_memory, sync, time_interleaved
 
 __all__ = [
@@ -499,15 +499,15 @@ def check_targets(cases: Sequence[Case], scaling: Sequence[ScalingRow]) -> list[
 
 
 def _mib(nbytes: int | None) -> str:
-    return "–" if nbytes is None else f"{nbytes / MIB:.1f}"
+    return MISSING if nbytes is None else f"{nbytes / MIB:.1f}"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}g}"
+def _num(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}"
 
 
-def _ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
+def _ratio(value: float) -> str:
+    return f"{value:.2f}×"
 
 
 def cases_table(cases: Sequence[Case]) -> Table:

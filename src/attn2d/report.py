@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from .train import RUNTIME_FIELDS
 
 __all__ = [
     "BASELINE",
+    "Collected",
     "RunRecord",
     "build_report",
     "collect_runs",
@@ -88,21 +88,31 @@ def _read_run(run_dir: Path) -> RunRecord | None:
     result = json.loads(result_path.read_text())
     if result.get("status") != "finished":
         return None
-    saved = np.load(run_dir / "predictions.npz")
+    with np.load(run_dir / "predictions.npz") as saved:
+        predictions, targets = saved["predictions"], saved["targets"]
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                if line.strip()]
     config = result["config"]
     spec = config.get("attention") or BASELINE
     return RunRecord(run_dir, spec, int(config["seed"]), result, history,
-                     saved["predictions"].astype(np.int64), saved["targets"].astype(np.int64))
+                     predictions.astype(np.int64), targets.astype(np.int64))
 
 
-def collect_runs(dirs: Sequence[PathLike]) -> tuple[list[RunRecord], list[str], list[dict]]:
-    """Finished runs under each folder (a comparison's ``OUT`` or one run's folder), the
-    mechanism order the comparisons recorded, and their stored cost measurements."""
-    records: list[RunRecord] = []
-    order: list[str] = []
-    costs: list[dict] = []
+@dataclass
+class Collected:
+    """What the folders hold: finished runs, the mechanism order and the commands their
+    comparisons recorded, and their stored cost measurements."""
+
+    records: list[RunRecord]
+    order: list[str]
+    commands: list[str]
+    costs: list[dict[str, Any]]
+
+
+def collect_runs(dirs: Sequence[PathLike]) -> Collected:
+    """Finished runs under each folder (a comparison's ``OUT`` or one run's folder), with
+    what the comparisons recorded about them."""
+    found = Collected([], [], [], [])
     seen: dict[tuple[str, int], Path] = {}
     for folder in map(Path, dirs):
         if not folder.is_dir():
@@ -111,9 +121,12 @@ def collect_runs(dirs: Sequence[PathLike]) -> tuple[list[RunRecord], list[str], 
         run_dirs = [folder] if (folder / "result.json").is_file() else sorted(
             p for p in (folder / "runs").glob("*") if p.is_dir())
         if (folder / "comparison.json").is_file():
-            order += json.loads((folder / "comparison.json").read_text())["specs"]
+            comparison = json.loads((folder / "comparison.json").read_text())
+            found.order += comparison["specs"]
+            if comparison.get("command"):
+                found.commands.append(comparison["command"])
         if (folder / "costs.json").is_file():
-            costs.append(json.loads((folder / "costs.json").read_text()))
+            found.costs.append(json.loads((folder / "costs.json").read_text()))
         for run_dir in run_dirs:
             record = _read_run(run_dir)
             if record is None:
@@ -124,11 +137,11 @@ def collect_runs(dirs: Sequence[PathLike]) -> tuple[list[RunRecord], list[str], 
                                  f"{record.spec} seed {record.seed} in {seen[key]} and "
                                  f"{run_dir}")
             seen[key] = run_dir
-            records.append(record)
-    if not records:
+            found.records.append(record)
+    if not found.records:
         raise ValueError(f"attn2d report: expected finished runs (result.json) under "
                          f"{', '.join(map(str, dirs))}, got none")
-    return records, order, costs
+    return found
 
 
 def _check_mergeable(records: Sequence[RunRecord]) -> None:
@@ -157,7 +170,8 @@ def _pp(value: float | None) -> float | None:
 
 def build_report(dirs: Sequence[PathLike], command: str | None = None) -> dict[str, Any]:
     """The comparison's rows, statistics, curves and settings (JSON-ready)."""
-    records, order, cost_files = collect_runs(dirs)
+    found = collect_runs(dirs)
+    records, order, cost_files = found.records, found.order, found.costs
     _check_mergeable(records)
     specs = list(dict.fromkeys([BASELINE, *order, *(r.spec for r in records)]))
     by_spec = {s: sorted((r for r in records if r.spec == s), key=lambda r: r.seed)
@@ -199,12 +213,9 @@ def build_report(dirs: Sequence[PathLike], command: str | None = None) -> dict[s
         })
     curves = {spec: [[h["test_acc"] for h in r.history] for r in by_spec[spec]]
               for spec in specs}
-    comparisons = [json.loads((Path(d) / "comparison.json").read_text()) for d in dirs
-                   if (Path(d) / "comparison.json").is_file()]
-    recorded = [c["command"] for c in comparisons if c.get("command")]
     return {
         "settings": settings, "seeds": seeds, "images": images,
-        "command": command or (recorded[0] if len(recorded) == 1 else None),
+        "command": command or (found.commands[0] if len(found.commands) == 1 else None),
         "method": stats.method_footnote(len(seeds), images),
         "selection": first.result.get("selection", "final epoch"),
         "costs": {k: v for k, v in (cost_files[0] if cost_files else {}).items() if k != "rows"},
@@ -226,10 +237,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
 # ----------------------------------------------------------------------------- the table
 
 
-def _num(fmt: str) -> Any:
-    return lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
-
-
 def _interval(row: dict[str, Any]) -> str:
     return f"{100 * row['acc']:.2f} [{100 * row['acc_low']:.2f}, {100 * row['acc_high']:.2f}]"
 
@@ -242,9 +249,7 @@ def _delta(row: dict[str, Any]) -> str:
     return f"{row['delta_pp']:+.2f} [{row['delta_low_pp']:+.2f}, {row['delta_high_pp']:+.2f}]"
 
 
-def _p(value: float | None) -> str:
-    if value is None:
-        return "—"
+def _p(value: float) -> str:
     return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
 
 
@@ -270,9 +275,9 @@ def table(report: dict[str, Any]) -> Table:
              else f"{r['family']}, {r['placement']}: {r['summary']}"} for r in report["rows"]]
     display = {"mechanism": "`{}`".format, "params": lambda v: f"{v / 1e6:.3f}",
                "macs": lambda v: f"{v / 1e6:.1f}", "p_holm": _p,
-               "detectable_pp": _num("{:.2f}"), "train_step_ms": _num("{:.1f}"),
-               "epoch_s": _num("{:.1f}"), "forward_ms": _num("{:.1f}"),
-               "train_peak_mib": _num("{:.0f}")}
+               "detectable_pp": "{:.2f}".format, "train_step_ms": "{:.1f}".format,
+               "epoch_s": "{:.1f}".format, "forward_ms": "{:.1f}".format,
+               "train_peak_mib": "{:.0f}".format}
     return Table(columns, rows, display, align_left=("mechanism", "verdict", "use"),
                  notes=_notes(report))
 
@@ -297,23 +302,23 @@ def _notes(report: dict[str, Any]) -> list[str]:
     return notes
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """``results.md``: settings, the table, and the footnotes."""
-    s, lines = report["settings"], ["# attn2d compare", ""]
+def _settings_line(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    subset = f"{s['subset']:,} (stratified)" if s.get("subset") else "all"
+    val = f", validation images held out: {s['val_split']:,}" if s.get("val_split") else ""
+    return (f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, batch {s['batch_size']}, "
+            f"{s['optimizer']} lr {s['lr']}, precise BN {s.get('precise_bn') or 'off'}, "
+            f"training images: {subset}{val}, test images: {report['images']:,}; seeds "
+            f"{', '.join(map(str, report['seeds']))}.")
+
+
+def markdown(report: dict[str, Any], results: Table | None = None) -> str:
+    """``results.md``: settings, the table (``results``, else built here), the footnotes."""
+    lines = ["# attn2d compare", ""]
     if report["command"]:
         lines += ["```", report["command"], "```", ""]
-    subset = f"{s['subset']:,} (stratified)" if s.get("subset") else "all"
-    test = f"{report['images']:,}"
-    val = f", validation images held out: {s['val_split']:,}" if s.get("val_split") else ""
-    lines += [
-        f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"{s['optimizer']} lr {s['lr']}, precise BN {s.get('precise_bn') or 'off'}, training "
-        f"images: {subset}{val}, test images: {test}; seeds "
-        f"{', '.join(map(str, report['seeds']))}.",
-        "",
-        table(report).to_markdown().rstrip("\n"),
-        "",
-    ]
+    results = results or table(report)
+    lines += [_settings_line(report), "", results.to_markdown().rstrip("\n"), ""]
     return "\n".join(lines)
 
 
@@ -329,8 +334,9 @@ def write_report(report: dict[str, Any], out: PathLike, html: bool = True) -> li
     from .viz.comparison import plot_accuracy, plot_curves, plot_tradeoff
 
     out = Path(out)
-    written = [write_atomic(out / "results.md", markdown(report)),
-               write_atomic(out / "results.csv", table(report).to_csv()),
+    results = table(report)
+    written = [write_atomic(out / "results.md", markdown(report, results)),
+               write_atomic(out / "results.csv", results.to_csv()),
                write_json(out / "results.json", report)]
     rows, method = _plot_rows(report), report["method"]
     batch = _batch_size(report)
@@ -341,7 +347,7 @@ def write_report(report: dict[str, Any], out: PathLike, html: bool = True) -> li
                   path=out / "tradeoff.png")
     written += [out / name for name in PLOTS]
     if html:
-        written.append(write_html(report, out))
+        written.append(write_html(report, out, results))
     return written
 
 
@@ -391,34 +397,21 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html_table(t: Table) -> str:
-    left = set(t.align_left)
-    head = "".join(f'<th class="{"l" if k in left else ""}">{html.escape(h)}</th>'
-                   for k, h in t.columns)
-    body = []
-    for row, cells in zip(t.rows, t.cells(), strict=True):
-        tds = []
-        for (key, _), cell in zip(t.columns, cells, strict=True):
-            cls = "l" if key in left else ""
-            if key == "verdict" and row.get("verdict") in ("better", "worse"):
-                cls += f" {row['verdict']}"
-            tds.append(f'<td class="{cls.strip()}">{html.escape(cell.strip("`"))}</td>')
-        body.append("<tr>" + "".join(tds) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+def _verdict_class(key: str, row: dict[str, Any]) -> str:
+    return row["verdict"] if key == "verdict" and row.get("verdict") in ("better", "worse") \
+        else ""
 
 
-def write_html(report: dict[str, Any], out: PathLike) -> Path:
+def write_html(report: dict[str, Any], out: PathLike, results: Table | None = None) -> Path:
     """One self-contained ``results.html``: every image embedded, no external asset."""
     out = Path(out)
-    t = table(report)
+    t = results or table(report)
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>attn2d compare: {html.escape(str(report['settings']['dataset']))}</title>",
              f"<style>{_STYLE}</style></head><body>", "<h1>attn2d compare</h1>"]
     if report["command"]:
         parts.append(f"<pre><code>{html.escape(report['command'])}</code></pre>")
-    md_lines = markdown(report).split("\n")
-    settings_line = next(line for line in md_lines if " on " in line and "epochs" in line)
-    parts += [f"<p>{html.escape(settings_line)}</p>", _html_table(t)]
+    parts += [f"<p>{html.escape(_settings_line(report))}</p>", t.to_html(_verdict_class)]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in t.notes]
     parts.append("<h2>Plots</h2>")
     parts += [_img(out / name, name) for name in PLOTS if (out / name).is_file()]
@@ -452,15 +445,15 @@ def _run_sections(report: dict[str, Any], out: Path) -> list[str]:
                  ("time_per_epoch_s", "time/epoch (s, this run)"),
                  ("images_per_s", "images/s"), ("compile_time_s", "compile (s)")],
                 mine, {"test_acc": lambda v: f"{100 * v:.2f}",
-                       "time_per_epoch_s": _num("{:.1f}"), "images_per_s": _num("{:.0f}"),
-                       "compile_time_s": _num("{:.1f}")})
+                       "time_per_epoch_s": "{:.1f}".format, "images_per_s": "{:.0f}".format,
+                       "compile_time_s": "{:.1f}".format})
             png = Path(tmp) / f"{len(parts)}.png"
             metrics = [Path(r["dir"]) / "metrics.jsonl" for r in mine]
             plot_training_curves(metrics, labels=[f"seed {r['seed']}" for r in mine],
                                  keys=["train_acc", "test_acc"], title=f"{spec}: accuracy",
                                  path=png)
             parts.append(f"<details><summary><code>{html.escape(spec)}</code>: {len(mine)} "
-                         f"run(s)</summary>{_html_table(run_table)}{_img(png, spec)}</details>")
+                         f"run(s)</summary>{run_table.to_html()}{_img(png, spec)}</details>")
     return parts
 
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._io import write_atomic
 
-__all__ = ["FORMATS", "Table", "format_for"]
+__all__ = ["FORMATS", "MISSING", "Table", "format_for"]
 
 FORMATS = ("text", "markdown", "csv", "json")
+MISSING = "—"  # what text, Markdown and HTML show for a value that is None or NaN
 _SUFFIXES = {"md": "markdown", "csv": "csv", "json": "json"}
 
 
@@ -40,7 +43,8 @@ class Table:
     Args:
         columns: (key, header) pairs in display order.
         rows: one dict of raw values per row (extra keys go to CSV/JSON only if listed).
-        display: formatter per key for text and Markdown (CSV and JSON keep raw values).
+        display: formatter per key for text, Markdown and HTML (CSV and JSON keep raw
+            values); a missing value (None or NaN) shows as :data:`MISSING` without it.
         align_left: keys aligned left in text and Markdown (the rest align right).
         notes: lines printed under the text and Markdown tables.
         meta: extra top-level fields of the JSON output.
@@ -57,7 +61,8 @@ class Table:
 
     def cells(self) -> list[list[str]]:
         """Every row as display strings, in column order."""
-        return [[self.display.get(k, str)(r.get(k)) for k, _ in self.columns] for r in self.rows]
+        return [[MISSING if _clean(r.get(k)) is None else self.display.get(k, str)(r[k])
+                 for k, _ in self.columns] for r in self.rows]
 
     def render(self, fmt: str = "text") -> str:
         renderers = {"text": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv,
@@ -95,6 +100,24 @@ class Table:
         out += ["| " + " | ".join(esc(c) for c in cs) + " |" for cs in self.cells()]
         notes = [f"\n{n.strip()}" for n in self.notes if n.strip()]
         return "\n".join(out) + "\n" + "\n".join(notes) + ("\n" if notes else "")
+
+    def to_html(self, cell_class: Callable[[str, dict[str, Any]], str] | None = None) -> str:
+        """An HTML ``<table>``: ``l`` marks left-aligned cells, Markdown code spans become
+        ``<code>``, and ``cell_class(key, row)`` may add a class to a cell."""
+        left = set(self.align_left)
+
+        def cell(tag: str, key: str, text: str, extra: str = "") -> str:
+            classes = " ".join(c for c in ("l" if key in left else "", extra) if c)
+            body = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text.strip()))
+            return f'<{tag} class="{classes}">{body}</{tag}>' if classes else \
+                f"<{tag}>{body}</{tag}>"
+
+        head = "".join(cell("th", k, h) for k, h in self.columns)
+        body = "".join(
+            "<tr>" + "".join(cell("td", k, c, cell_class(k, row) if cell_class else "")
+                             for (k, _), c in zip(self.columns, cells, strict=True)) + "</tr>"
+            for row, cells in zip(self.rows, self.cells(), strict=True))
+        return f"<table><tr>{head}</tr>{body}</table>"
 
     def to_csv(self) -> str:
         buffer = io.StringIO()

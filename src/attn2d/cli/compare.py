@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..compare import compare, split_specs
+    from ..report import markdown
 
     base = config_from_args(args, defaults(), attention=None, seed=0, out=args.out)
     command = "attn2d " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] \
@@ -57,7 +58,5 @@ def run(args: argparse.Namespace) -> int:
     report = compare(split_specs(args.attention), base, seeds=args.seeds, out=args.out,
                      jobs=args.jobs, in_process=args.in_process, command=command,
                      costs=args.costs, html=args.html)
-    print(f"\n{args.out.rstrip('/')}/results.md:\n")
-    with open(f"{args.out}/results.md") as f:
-        print(f.read())
+    print(f"\n{args.out.rstrip('/')}/results.md:\n\n{markdown(report)}")
     return 1 if report["failed"] else 0

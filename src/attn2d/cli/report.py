@@ -17,10 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import report
+    from ..report import markdown, report
 
-    out = args.out or (args.dirs[0] if len(args.dirs) == 1 else None)
-    report(args.dirs, out, html=args.html)
-    with open(f"{out}/results.md") as f:
-        print(f.read())
+    print(markdown(report(args.dirs, args.out, html=args.html)))
     return 0
