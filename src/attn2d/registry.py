@@ -43,6 +43,13 @@ class Mechanism:
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
 
+    def keywords(self) -> list[inspect.Parameter]:
+        """The keywords a spec may set (the constructor's after ``channels``), each with
+        its default as this registry name gives it (``rcca``: recurrence 2)."""
+        params = list(inspect.signature(self.cls).parameters.values())[1:]
+        return [p.replace(default=self.defaults.get(p.name, p.default)) for p in params
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
 
 _TABLE: dict[str, Mechanism] = {
     m.name: m
@@ -160,11 +167,6 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def _keyword_names(mechanism: Mechanism) -> list[str]:
-    params = list(inspect.signature(mechanism.cls).parameters.values())[1:]  # after channels
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
 class LayerFactory:
     """A mechanism with some keywords bound, called like its class: ``factory(channels)``.
 
@@ -200,7 +202,7 @@ def get(name: str) -> LayerFactory:
 
 
 def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
-    valid = _keyword_names(mechanism)
+    valid = [p.name for p in mechanism.keywords()]
     for key in kwargs:
         if key not in valid:
             raise ValueError(_unknown(f"keyword for {mechanism.name!r}:", key, valid))

@@ -24,7 +24,8 @@ def _commands() -> dict[str, object]:
     return found
 
 
-def _shown(value: object) -> str:
+def default_text(value: object) -> str:
+    """A default as help shows it: on/off, none, space-separated items."""
     # (the names list, tuple are shadowed here by the sub-command modules cli.list, ...)
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -43,7 +44,7 @@ class _DefaultsShown(argparse.HelpFormatter):
         if "default" in text or action.default is argparse.SUPPRESS or not (
                 action.option_strings or action.nargs in ("?", "*")):
             return text
-        return f"{text} (default: {_shown(action.default)})"
+        return f"{text} (default: {default_text(action.default)})"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

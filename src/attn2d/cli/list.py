@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from typing import Any
 
@@ -34,13 +33,10 @@ def mechanism_table(channels: int = 64) -> list[dict[str, object]]:
 
 def mechanism_keywords(name: str) -> list[dict[str, Any]]:
     """Every keyword of a mechanism (after ``channels``) with its default and annotation."""
-    row = lookup(name)
-    params = list(inspect.signature(row.cls).parameters.values())[1:]
-    return [{"keyword": p.name,
-             "default": row.defaults.get(p.name, p.default),
+    return [{"keyword": p.name, "default": p.default,
              "type": p.annotation if isinstance(p.annotation, str) else
              getattr(p.annotation, "__name__", str(p.annotation))}
-            for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            for p in lookup(name).keywords()]
 
 
 def _one(name: str, fmt: str) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from . import default_text
 
 if TYPE_CHECKING:
     from ..train import TrainConfig
@@ -19,19 +22,11 @@ if TYPE_CHECKING:
 HELP = "train one model with or without attention; metrics, checkpoints, resume, torchrun"
 
 
-
-def _config_fields() -> set[str]:
+@functools.cache
+def _config_fields() -> frozenset[str]:
     from ..train import TrainConfig
 
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -42,23 +37,15 @@ def _floats(text: str) -> tuple[float, ...]:
                                          ) from None
 
 
-class _Options:
-    """Adds options for :class:`TrainConfig` fields. Their parser default is SUPPRESS, so
-    an option is in the parsed namespace only when the user gave it: that is what lets the
-    command line override ``--config`` without argparse's defaults overwriting the file.
-    The help shows the field's default."""
-
-    def __init__(self, parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
-        self.parser = parser
-        self.defaults = defaults
-
-    def group(self, title: str) -> _Group:
-        return _Group(self.parser.add_argument_group(title), self.defaults)
-
-
 class _Group:
-    def __init__(self, group: argparse._ArgumentGroup, defaults: TrainConfig) -> None:
-        self.group = group
+    """Adds options for :class:`TrainConfig` fields to one help group. Their parser default
+    is SUPPRESS, so an option is in the parsed namespace only when the user gave it: that
+    is what lets the command line override ``--config`` without argparse's defaults
+    overwriting the file. The help shows the field's default."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str, defaults: TrainConfig
+                 ) -> None:
+        self.group = parser.add_argument_group(title)
         self.defaults = defaults
 
     def add(self, *flags: str, help: str, dest: str | None = None, **kwargs: Any) -> None:
@@ -66,7 +53,7 @@ class _Group:
         if dest.startswith("no_"):
             dest = dest[3:]
         assert dest in _config_fields(), dest
-        default = _shown(getattr(self.defaults, dest))
+        default = default_text(getattr(self.defaults, dest))
         self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS,
                                 help=f"{help} (default: {default})", **kwargs)
 
@@ -76,8 +63,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     """Options shared by ``train`` and ``compare``: model, data, optimisation, speed."""
     from ..train import COMPILE_MODES, GATE_INITS, OPTIMIZERS
 
-    options = _Options(parser, defaults)
-    model = options.group("model")
+    model = _Group(parser, "model", defaults)
     model.add("--model", help="small_cnn, resnet18, resnet34, resnet50, or torchvision:NAME / "
               "timm:NAME")
     if attention:
@@ -87,7 +73,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     model.add("--gate-init", choices=GATE_INITS,
               help="identity: attention starts as the identity (a zero-initialised blend); "
                    "none means identity with --freeze-backbone, else the papers' default")
-    data = options.group("data")
+    data = _Group(parser, "data", defaults)
     data.add("--dataset", help="fashion-mnist, cifar10, cifar100, svhn or folder:PATH")
     data.add("--data-dir", help="dataset folder (none: $ATTN2D_DATA_DIR or ./data)")
     data.add("--download", action="store_true",
@@ -111,7 +97,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     data.add("--in-memory", choices=("auto", "always", "never"),
              help="hold the images on the training device (auto: when they fit)")
     data.add("--num-workers", type=int, help="DataLoader workers for streamed data")
-    opt = options.group("optimisation")
+    opt = _Group(parser, "optimisation", defaults)
     opt.add("--epochs", type=int, help="training epochs")
     opt.add("--batch-size", type=int, help="global batch, split across torchrun processes")
     opt.add("--optimizer", choices=OPTIMIZERS, help="optimiser, with a cosine schedule")
@@ -128,7 +114,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     opt.add("--precise-bn", type=int, metavar="N",
             help="recompute BatchNorm statistics over N training batches before each "
                  "evaluation (0: off)")
-    speed = options.group("speed")
+    speed = _Group(parser, "speed", defaults)
     speed.add("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype")
     speed.add("--channels-last", action=argparse.BooleanOptionalAction,
               help="channels-last memory format for the model and the batches")
@@ -140,7 +126,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
               "choice)")
     speed.add("--device", help="auto, cpu, cuda or cuda:N")
     speed.add("--eval-batch-size", type=int, help="evaluation batch (the last one is padded)")
-    output = options.group("output")
+    output = _Group(parser, "output", defaults)
     output.add("--no-progress", dest="progress", action="store_false",
                help="no progress bar (one line per epoch is still printed); progress is")
     output.add("--log-every", type=int, help="steps between progress-bar updates")
@@ -190,8 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..train import TrainConfig
 
     add_training_arguments(parser, TrainConfig())
-    run = parser.add_argument_group("run")
-    options = _Group(run, TrainConfig())
+    options = _Group(parser, "run", TrainConfig())
     options.add("--seed", type=int, help="seed of the weights, the order and the augmentation")
     options.add("--out", help="run directory")
     options.add("--resume", action="store_true",
@@ -202,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "timm); attention weights may be missing")
     options.add("--freeze-backbone", action="store_true",
                 help="train only attention modules and the classifier (needs --init-from)")
-    run.add_argument("--config", default=None, metavar="JSON",
+    options.group.add_argument("--config", default=None, metavar="JSON",
                      help="settings from this JSON file (as written by attn2d compare); options "
                           "given on the command line override it (default: none)")
 
