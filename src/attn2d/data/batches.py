@@ -38,6 +38,11 @@ def _check_shard(batch_size: int, rank: int, world: int) -> None:
                          f"{batch_size}")
 
 
+def _shard(order: Tensor, step: int, batch_size: int, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s rows of global batch ``step``: ``order[s·B:(s+1)·B][rank::world]``."""
+    return order[step * batch_size : (step + 1) * batch_size][rank::world]
+
+
 class _Source:
     """Rows of a split, fetched by index onto ``device``: from a tensor already there, or
     through a DataLoader.
@@ -67,11 +72,11 @@ class _Source:
         if self.in_memory:
             order = order.to(self.device)  # once per pass: no host-to-device copy per batch
             for step in range(start_step, steps):
-                index = order[step * batch_size : (step + 1) * batch_size][rank::world]
+                index = _shard(order, step, batch_size, rank, world)
                 safe = index.clamp(min=0) if padded else index
                 yield self.images.index_select(0, safe), self.targets.index_select(0, safe), index
             return
-        shards = [order[step * batch_size : (step + 1) * batch_size][rank::world]
+        shards = [_shard(order, step, batch_size, rank, world)
                   for step in range(start_step, steps)]
         loader = DataLoader(self.dataset, batch_sampler=[s.clamp(min=0).tolist() for s in shards],
                             num_workers=self.num_workers,
@@ -136,7 +141,7 @@ class TrainBatches:
         """The image indices (CPU int64) of each batch :meth:`batches` yields."""
         order, steps = self._plan(epoch, batch_size, start_step, rank, world)
         for step in range(start_step, steps):
-            yield order[step * batch_size : (step + 1) * batch_size][rank::world]
+            yield _shard(order, step, batch_size, rank, world)
 
     def batches(self, epoch: int, batch_size: int, *, start_step: int = 0, rank: int = 0,
                 world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
