@@ -127,10 +127,12 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(finished, capsy
     out, argv = finished
     done = out / "runs" / "se-seed1" / "result.json"
     stamp = done.stat().st_mtime_ns
+    costs = (out / "costs.json").read_bytes()
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 6
     assert done.stat().st_mtime_ns == stamp
+    assert (out / "costs.json").read_bytes() == costs  # measured once, not again
     done.unlink()  # last.pt stays: the run resumes (here: already at its last epoch)
     assert main(argv) == 0
     assert "se seed 1: resuming" in capsys.readouterr().out and done.exists()
