@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "atomic_path",
+    "copy_file",
     "save_figure",
     "save_npz",
     "save_torch",
@@ -53,6 +55,13 @@ def write_atomic(path: PathLike, data: str | bytes) -> Path:
     """Write text (UTF-8) or bytes to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+def copy_file(source: PathLike, path: PathLike) -> Path:
+    """A copy of ``source`` at ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
     return Path(path)
 
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ._amp import AMP_DTYPES, autocast
-from ._io import save_npz, write_json, write_jsonl
+from ._io import copy_file, save_npz, write_json, write_jsonl
 from .checkpoint import read_checkpoint, read_state_dict, restore_rng, rng_state, save_checkpoint
 from .data import Data, DataSpec, EvalBatches, canonical_dataset, load_data
 from .models import attention_modules, create_model, load_backbone_state
@@ -896,10 +896,9 @@ def end_epoch(run: Run, epoch: int) -> dict[str, Any]:
                         **({"val_acc": val.accuracy} if val else {}),
                         "predictions": run.predictions}
     if process.main:
-        state = run.checkpoint_state()
-        save_checkpoint(state, run.dir / "last.pt")
-        if selects:
-            save_checkpoint(state, run.dir / "best.pt")
+        save_checkpoint(run.checkpoint_state(), run.dir / "last.pt")
+        if selects:  # the same state: copy the file rather than serialise it again
+            copy_file(run.dir / "last.pt", run.dir / "best.pt")
         write_jsonl(run.dir / "metrics.jsonl", run.history)
         tqdm.write(_epoch_line(row, config.epochs))
         gap = accuracy_gap(row)

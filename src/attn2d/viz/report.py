@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
-from ..data import DataSpec
+from ..data import DataSpec, dataset_info, denormalize, get_dataset
 from ..debug import collect_attention_stats
 from ..registry import outermost_mechanisms
 from . import maps as M
@@ -355,8 +355,6 @@ def load_subject(
             :func:`attn2d.data.get_dataset`).
         seed: seed of the untrained model's initialisation.
     """
-    from ..data import DataSpec, dataset_info
-
     if checkpoint is not None:
         if model is not None or attention is not None:
             raise ValueError("attn2d: expected either a checkpoint or --model/--attention, "
@@ -392,8 +390,6 @@ def load_subject(
 def sample_batches(data: DataSpec | str, images: int, batch_size: int = 64,
                    split: str = "test") -> list[Tensor]:
     """The first ``images`` normalised images of a split, without augmentation, in batches."""
-    from ..data import get_dataset
-
     ds = get_dataset(data, split, augment=False)
     if not 1 <= images <= len(ds):
         raise ValueError(f"attn2d: expected 1 <= images <= {len(ds)}, got {images}")
@@ -419,8 +415,6 @@ def visualize(
     histograms over the split's first ``sample`` images (0: none) and the training curves
     of a checkpoint's run; ``layers``, ``pictures``, ``prefix``, ``save_maps`` and ``strict``
     as in :func:`visualize_example`."""
-    from ..data import dataset_info, denormalize, get_dataset
-
     info = dataset_info(subject.data)
     ds = get_dataset(subject.data, split, augment=False)
     if not 0 <= index < len(ds):
