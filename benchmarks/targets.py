@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 import attn2d
-from attn2d import bench
-from attn2d._io import write_json
-from attn2d._shape import parse_shape
+from attn2d.tools import bench
+from attn2d._base.io import write_json
+from attn2d._base.shape import parse_shape
 from attn2d.modules import CrissCrossAttention
-from attn2d.tables import Table
-from attn2d.timing import CLOCKS, peak_memory, time_interleaved
+from attn2d._base.tables import Table
+from attn2d.tools.timing import CLOCKS, peak_memory, time_interleaved
 
 SECTIONS = ("cross-time", "scaling", "timm", "cbam-memory")
 TIMM_MECHANISMS = ("eca", "gc", "se", "cbam", "coord", "nonlocal")

@@ -3,9 +3,9 @@ on the device, per mechanism and execution mode; and the step's cost against the
 
 For every (mode, mechanism):
 
-- **loop**: images/s of :func:`attn2d.train.train_one_epoch` on a real run (on-device data,
+- **loop**: images/s of :func:`attn2d.training.train_one_epoch` on a real run (on-device data,
   augmentation, running sums, the schedule): what ``attn2d train`` achieves;
-- **step**: images/s of the same training step (``attn2d.train._train_step``: autocast
+- **step**: images/s of the same training step (``attn2d.training.step.train_step``: autocast
   forward, loss, backward, optimiser and schedule) repeated on one batch already on the
   device: what the model and the mode allow;
 - **graph** (CUDA only, ``--graphs``): the eager step captured once as a CUDA graph
@@ -13,7 +13,7 @@ For every (mode, mechanism):
   step without launch overhead, and without compiling anything.
 
 Modes are ``eager`` and ``torch.compile`` modes (``default``, ``reduce-overhead``,
-``max-autotune``); a compiled mode's compilation happens in :func:`attn2d.train.start`
+``max-autotune``); a compiled mode's compilation happens in :func:`attn2d.training.start`
 and is reported apart. Every time is a median over ``--repeats`` interleaved rounds, so a
 burst of load hits every variant alike.
 
@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from attn2d._io import write_atomic, write_json
-from attn2d.tables import Table
-from attn2d.train import StopRequest, TrainConfig, _train_step, start, train_one_epoch
+from attn2d._base.io import write_atomic, write_json
+from attn2d._base.tables import Table
+from attn2d.training import StopRequest, TrainConfig, train_step, start, train_one_epoch
 
 MODES = ("eager", "default", "reduce-overhead", "max-autotune")
 
@@ -78,7 +78,7 @@ def graph_step(run, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
 
 
 def _forward_backward(run, x: torch.Tensor, y: torch.Tensor) -> None:
-    from attn2d._amp import autocast
+    from attn2d._base.amp import autocast
 
     with autocast(run.process.device, run.config.amp):
         loss = run.loss_fn(run.model(x).float(), y)
@@ -125,7 +125,7 @@ def _row(args: argparse.Namespace, run, mode: str, spec: str) -> dict:
         train_one_epoch(run, next(epochs), stop)
 
     steps["loop"] = loop
-    steps["step"] = lambda: [_train_step(run, x, y) for _ in range(args.steps)]
+    steps["step"] = lambda: [train_step(run, x, y) for _ in range(args.steps)]
     if args.graphs and device.type == "cuda":
         replay = graph_step(run, x, y)
         steps["graph"] = lambda: [replay() for _ in range(args.steps)]

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn2d.capture import capturing
 from attn2d.modules import AttentionMap
+from attn2d.modules.capture import capturing
 
 
 def activate(module: nn.Module, scale: float = 0.5, seed: int = 0) -> nn.Module:

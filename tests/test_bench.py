@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import attn2d
-from attn2d import bench, naive, timing
 from attn2d.cli import main
+from attn2d.tools import bench, naive, timing
 from tests.helpers import activate
 
 MIB = 1024**2

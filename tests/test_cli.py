@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from attn2d.cli import is_validation_error, main
-from attn2d.registry import available
+from attn2d.cli import main
+from attn2d.modules.registry import available
 
 from .datasets import write_fashion_mnist
 
@@ -88,7 +88,13 @@ def test_internal_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(shapes, "run", broken)
     with pytest.raises(TypeError, match="has no len"):
         main(["shapes", "se"])
-    assert not is_validation_error(ValueError("expected a thing"))  # not raised by attn2d
+
+    def plain_value_error(args):
+        raise ValueError("expected a thing")  # worded like a user error, but not Attn2dError
+
+    monkeypatch.setattr(shapes, "run", plain_value_error)
+    with pytest.raises(ValueError, match="expected a thing"):
+        main(["shapes", "se"])
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attn2d.checkpoint import read_checkpoint
 from attn2d.cli import main
-from attn2d.compare import compare, run_name, split_specs
-from attn2d.report import report
-from attn2d.train import TrainConfig, train
+from attn2d.comparison import compare, report, run_name, split_specs
+from attn2d.training import TrainConfig, train
+from attn2d.training.checkpoint import read_checkpoint
 
 from .datasets import write_fashion_mnist
 
@@ -78,7 +77,7 @@ def test_compare_writes_table_statistics_plots_html_and_costs(finished):
     for row in (se, eca):
         assert row["verdict"] in ("better", "worse", "no detectable difference")
         assert row["delta_low_pp"] <= row["delta_pp"] <= row["delta_high_pp"]
-        assert 0 <= row["p"] <= row["p_holm"] <= 1 and row["detectable_pp"] > 0
+        assert 0 <= row["p"] <= row["p_adjusted"] <= 1 and row["detectable_pp"] > 0
         assert row["acc_low"] <= row["acc"] <= row["acc_high"]
     # The cost pass measured every column of every mechanism.
     for row in result["rows"]:
@@ -130,12 +129,12 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(finished, capsy
     costs = (out / "costs.json").read_bytes()
     capsys.readouterr()
     assert main(argv) == 0
-    assert capsys.readouterr().out.count("finished before, skipped") == 6
+    assert capsys.readouterr().err.count("finished before, skipped") == 6
     assert done.stat().st_mtime_ns == stamp
     assert (out / "costs.json").read_bytes() == costs  # measured once, not again
     done.unlink()  # last.pt stays: the run resumes (here: already at its last epoch)
     assert main(argv) == 0
-    assert "se seed 1: resuming" in capsys.readouterr().out and done.exists()
+    assert "se seed 1: resuming" in capsys.readouterr().err and done.exists()
 
 
 def test_other_settings_in_the_same_folder_are_refused_by_name(finished, data_dir):

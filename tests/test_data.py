@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from attn2d import Attn2dError
 from attn2d.data import (
     DATASETS,
     canonical_dataset,
@@ -180,6 +181,6 @@ def test_unknown_dataset_names_list_the_valid_ones():
         canonical_dataset("imagenet")
     with pytest.raises(ValueError, match="folder:PATH with a path"):
         canonical_dataset("folder:  ")
-    with pytest.raises(TypeError, match="dataset name"):
+    with pytest.raises(Attn2dError, match="dataset name"):
         canonical_dataset(10)
     assert set(DATASETS) == {"cifar10", "cifar100", "fashion-mnist", "svhn", "folder:PATH"}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from attn2d import Attn2dError
 from attn2d.data import (
     DatasetInfo,
     DataSpec,
@@ -226,13 +227,14 @@ def test_fashion_mnist_batches_with_validation_split(tmp_path):
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("subset", 0, "subset >= 1"), ("in_memory", "sometimes", "in_memory in"),
-    ("image_size", 32, "image_size only for folder datasets"),
+    ("subset", 0, "--subset >= 1"), ("in_memory", "sometimes", "--in-memory to be one of"),
+    ("image_size", 32, "--image-size only with --dataset folder:PATH"),
     ("mean", (0.5, 0.5), "1 mean value"), ("std", (0.0,), "std values > 0"),
-    ("bad_images", "ignore", "bad_images in"), ("augment", "yes", "augment to be a bool"),
+    ("bad_images", "ignore", "--bad-images to be one of"),
+    ("augment", "yes", "--augment to be true or false"),
 ])
 def test_bad_data_settings_get_one_clear_line(tmp_path, field, value, message):
-    with pytest.raises((ValueError, TypeError), match=f"^attn2d.data: expected .*{message}"):
+    with pytest.raises(Attn2dError, match=f"^(attn2d.data: )?expected .*{message}"):
         load_data(DataSpec("fmnist", data_dir=str(tmp_path), **{field: value}), "cpu", seed=0)
 
 
@@ -281,12 +283,12 @@ def test_user_uint8_datasets_are_normalised_with_computed_statistics():
 
 def test_user_datasets_with_bad_items_are_refused():
     good = Pairs(torch.zeros(4, 1, 3, 3), torch.zeros(4))
-    with pytest.raises(TypeError, match="uint8 or float tensors, got list"):
+    with pytest.raises(Attn2dError, match="uint8 or float tensors, got list"):
         data_from_datasets(Pairs([[1]] * 4, torch.zeros(4)), good, 2, "cpu")
     with pytest.raises(ValueError, match=r"labels in \[0, 2\), got \[0, 5\]"):
         data_from_datasets(Pairs(torch.zeros(4, 1, 3, 3), torch.tensor([0, 1, 5, 1])), good, 2,
                            "cpu")
     with pytest.raises(ValueError, match="square train images"):
         data_from_datasets(Pairs(torch.zeros(4, 1, 3, 5), torch.zeros(4)), good, 2, "cpu")
-    with pytest.raises(TypeError, match="DatasetInfo or a number of classes"):
+    with pytest.raises(Attn2dError, match="DatasetInfo or a number of classes"):
         data_from_datasets(good, good, 0, "cpu")

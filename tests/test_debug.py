@@ -1,4 +1,4 @@
-"""attn2d.debug: shape traces, float64 gradient checks, attention statistics and their
+"""attn2d.tools.map_stats: shape traces, float64 gradient checks, attention statistics and their
 flags; ``attn2d trace`` and ``attn2d stats``."""
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ import torch
 from torch import nn
 
 import attn2d
-from attn2d.capture import AttentionRecorder
 from attn2d.cli import main
-from attn2d.debug import (
-    attention_stats,
-    check_gradients,
-    collect_attention_stats,
-    format_stats,
-    trace_shapes,
-)
 from attn2d.models import create_model
+from attn2d.modules.capture import AttentionRecorder
+from attn2d.tools.gradcheck import check_gradients
+from attn2d.tools.map_stats import attention_stats, collect_attention_stats, format_stats
+from attn2d.tools.trace import trace_shapes
 
 from .datasets import write_fashion_mnist
 from .helpers import activate
@@ -140,7 +136,7 @@ def test_trace_switches_capture_on_only_when_asked():
 
 
 def test_importing_debug_loads_no_plotting():
-    code = ("import sys, attn2d.debug; "
+    code = ("import sys, attn2d.tools.map_stats; "
             "assert 'matplotlib' not in sys.modules and 'attn2d.viz' not in sys.modules")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

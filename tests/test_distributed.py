@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from attn2d.checkpoint import read_checkpoint
+from attn2d.training.checkpoint import read_checkpoint
 
 from .datasets import write_fashion_mnist
 

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
-from attn2d.capture import capturing
 from attn2d.cli import main
 from attn2d.models import create_model
-from attn2d.profiler import FLOP_FORMULAS, count_macs, profile
+from attn2d.modules.capture import capturing
+from attn2d.tools.profiler import FLOP_FORMULAS, count_macs, profile
 
 
 def test_conv_and_linear_macs_equal_the_hand_formulas():

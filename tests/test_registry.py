@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import attn2d
+from attn2d import Attn2dError
 from attn2d.models import create_model
-from attn2d.registry import is_mechanism, outermost_mechanisms
+from attn2d.modules.registry import is_mechanism, outermost_mechanisms
 
 
 def test_create_from_plain_name_and_from_spec_with_keywords():
@@ -64,23 +65,23 @@ def test_names_are_case_insensitive():
 
 BAD_SPECS = [
     # (call, exception, every fragment the message must contain)
-    (lambda: attn2d.create("cbma", 64), ValueError,
+    (lambda: attn2d.create("cbma", 64), Attn2dError,
      ["unknown mechanism 'cbma'", "did you mean 'cbam'", "se, eca, cbam"]),
-    (lambda: attn2d.create("se(redution=8)", 64), ValueError,
+    (lambda: attn2d.create("se(redution=8)", 64), Attn2dError,
      ["unknown keyword", "'redution'", "did you mean 'reduction'", "valid: reduction"]),
-    (lambda: attn2d.create("se(reduction=8", 64), ValueError, ["malformed spec"]),
-    (lambda: attn2d.create("se(8)", 64), ValueError, ["positional", "keywords only"]),
-    (lambda: attn2d.create("se(reduction=__import__('os').getpid())", 64), ValueError,
+    (lambda: attn2d.create("se(reduction=8", 64), Attn2dError, ["malformed spec"]),
+    (lambda: attn2d.create("se(8)", 64), Attn2dError, ["positional", "keywords only"]),
+    (lambda: attn2d.create("se(reduction=__import__('os').getpid())", 64), Attn2dError,
      ["must be a literal"]),
-    (lambda: attn2d.create("se(**{'reduction': 2})", 64), ValueError, ["'**' is not allowed"]),
-    (lambda: attn2d.create("", 64), ValueError, ["malformed spec"]),
-    (lambda: attn2d.create(None, 64), TypeError, ["expected a mechanism name or spec string"]),
-    (lambda: attn2d.get(7), TypeError, ["expected a mechanism name"]),
-    (lambda: attn2d.create("cbam(reduction=8, reduction=4)", 64), ValueError,
+    (lambda: attn2d.create("se(**{'reduction': 2})", 64), Attn2dError, ["'**' is not allowed"]),
+    (lambda: attn2d.create("", 64), Attn2dError, ["malformed spec"]),
+    (lambda: attn2d.create(None, 64), Attn2dError, ["expected a mechanism name or spec string"]),
+    (lambda: attn2d.get(7), Attn2dError, ["expected a mechanism name"]),
+    (lambda: attn2d.create("cbam(reduction=8, reduction=4)", 64), Attn2dError,
      ["expected each keyword once", "'reduction' twice"]),
-    (lambda: attn2d.get("se")(64, redution=8), ValueError,
+    (lambda: attn2d.get("se")(64, redution=8), Attn2dError,
      ["unknown keyword", "did you mean 'reduction'"]),
-    (lambda: attn2d.get("se(redution=8)"), ValueError, ["unknown keyword", "'redution'"]),
+    (lambda: attn2d.get("se(redution=8)"), Attn2dError, ["unknown keyword", "'redution'"]),
 ]
 
 
@@ -90,8 +91,9 @@ def test_bad_spec_gives_a_clear_error(call, error, fragments):
         call()
     for fragment in fragments:
         assert fragment in str(info.value)
-    # the form the CLI turns into one line: "attn2d: expected|unknown|malformed …"
-    assert re.match(r"attn2d: (expected|unknown|malformed) ", str(info.value)), info.value
+    # the one type the CLI turns into one line, worded "expected|unknown|malformed …"
+    assert isinstance(info.value, Attn2dError)
+    assert re.match(r"(expected|unknown|malformed) ", str(info.value)), info.value
 
 
 def test_spec_is_never_evaluated(tmp_path):

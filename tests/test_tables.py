@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from attn2d.tables import MISSING, Table
+from attn2d._base.tables import MISSING, Table
 
 
 def table() -> Table:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from attn2d.checkpoint import read_checkpoint
+from attn2d import Attn2dError
 from attn2d.cli import main
 from attn2d.data import DataSpec, load_data
 from attn2d.models import attention_modules, create_model
-from attn2d.train import (
+from attn2d.training import (
     AttentionWarmup,
     NonFiniteLoss,
     TrainConfig,
@@ -25,6 +25,7 @@ from attn2d.train import (
     start,
     train,
 )
+from attn2d.training.checkpoint import read_checkpoint
 
 from .datasets import write_fashion_mnist
 
@@ -113,11 +114,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(data_dir, tmp_path, stop_
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
-def test_a_finished_run_says_so_and_can_be_extended(data_dir, tmp_path, capsys):
+def test_a_finished_run_says_so_and_can_be_extended(data_dir, tmp_path, caplog):
     first = train(tiny(data_dir, tmp_path))
-    again = train(tiny(data_dir, tmp_path, resume=True))
-    assert again == json.loads((tmp_path / "result.json").read_text()) == first
-    assert "is finished" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="attn2d"):
+        again = train(tiny(data_dir, tmp_path, resume=True))
+    assert again.to_dict() == json.loads((tmp_path / "result.json").read_text()) \
+        == first.to_dict()
+    assert "is finished" in caplog.text
+    with pytest.raises(Attn2dError, match=r"finished run .*\(attention: 'se' -> 'cbam'\)"):
+        train(tiny(data_dir, tmp_path, resume=True, attention="cbam"))
     longer = train(tiny(data_dir, tmp_path, resume=True, epochs=3))
     assert longer["config"]["epochs"] == 3 and longer["test_epoch"] == 3
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -164,7 +169,7 @@ def test_corrupt_empty_or_foreign_checkpoints_give_one_clear_error(data_dir, tmp
     (run / "result.json").unlink()
     with pytest.raises(ValueError, match="unreadable"):
         train(tiny(data_dir, run, resume=True))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(Attn2dError, match="got no file"):
         read_checkpoint(tmp_path / "missing.pt")
 
 
@@ -175,9 +180,12 @@ def test_corrupt_empty_or_foreign_checkpoints_give_one_clear_error(data_dir, tmp
     ({"momentum": 1.0}, r"--momentum to be finite and in \[0, 1\)"),
     ({"warmup_epochs": 3.0}, r"--warmup-epochs to be finite and between 0 and --epochs"),
     ({"attention_warmup": 2}, r"--attention-warmup to be finite and between 0 and --epochs"),
-    ({"threads": 0}, r"--threads to be an integer >= 1"),
-    ({"epochs": 0}, r"--epochs to be an integer >= 1"),
-    ({"compile": "fast"}, r"--compile in"),
+    ({"threads": 0}, r"--threads >= 1, got 0"),
+    ({"epochs": 0}, r"--epochs >= 1, got 0"),
+    ({"epochs": 1.5}, r"--epochs to be an integer >= 1, got 1.5"),
+    ({"compile": "fast"}, r"--compile to be one of none, default"),
+    ({"attention": "cbam(reduction=8, reduction=4)"}, r"'reduction' twice"),
+    ({"model": "resnet99"}, r"--model to be one of resnet18, .*, got 'resnet99'"),
     ({"freeze_backbone": True}, r"--init-from"),
 ])
 def test_bad_numbers_and_choices_are_refused_before_any_work(change, message):
@@ -197,7 +205,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
     config = tiny(data_dir, tmp_path, epochs=2)
     run = start(config)
     holder["run"] = run
-    from attn2d.train import StopRequest, end_epoch, train_one_epoch
+    from attn2d.training import StopRequest, end_epoch, train_one_epoch
 
     with StopRequest().installed() as stop:
         train_one_epoch(run, 0, stop)
@@ -275,7 +283,7 @@ def test_freeze_backbone_starts_as_the_baseline_and_trains_only_attention_and_he
 
 
 def _evaluate(run) -> float:
-    from attn2d.train import evaluate
+    from attn2d.training import evaluate
 
     return evaluate(run, run.data.test).accuracy
 

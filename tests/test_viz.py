@@ -11,9 +11,9 @@ from torch import nn
 
 import attn2d
 from attn2d.cli import main
-from attn2d.debug import attention_stats
 from attn2d.models import create_model
 from attn2d.modules import AttentionMap
+from attn2d.tools.map_stats import attention_stats
 from attn2d.viz import (
     AttentionRecorder,
     Example,
@@ -276,7 +276,7 @@ def test_visualize_untrained_rcca_writes_every_picture(data_dir, tmp_path, capsy
 
 
 def test_visualize_checkpoint_adds_training_curves(data_dir, tmp_path):
-    from attn2d.train import TrainConfig, train
+    from attn2d.training import TrainConfig, train
 
     run = tmp_path / "run"
     train(TrainConfig(model="small_cnn", attention="se", dataset="fashion-mnist",
@@ -310,7 +310,7 @@ def test_visualize_needs_a_model_or_a_checkpoint(data_dir, tmp_path, capsys):
 
 def test_query_marker_cells_match_the_map_grid():
     # the query pixel (row 13, col 2) of a 16×16 image lands in cell (3, 0) of a 4×4 grid
-    from attn2d.viz.report import _feature_cell
+    from attn2d.viz.pictures import _feature_cell
 
     assert _feature_cell((13, 2), (16, 16), (4, 4)) == (3, 0)
     assert _feature_cell((27, 27), (28, 28), (3, 3)) == (2, 2)
@@ -322,7 +322,7 @@ def test_saved_maps_are_the_recorded_ones_keyed_by_path_and_kind(tmp_path):
     model = create_model("small_cnn", attention="rcca", placement="stage", in_channels=1)
     activate(model).eval()
     x = torch.randn(3, 1, 16, 16)
-    with attn2d.capture.AttentionRecorder(model) as rec, torch.no_grad():
+    with attn2d.modules.capture.AttentionRecorder(model) as rec, torch.no_grad():
         model(x[:2])
         model(x[2:])
     path = rec.save(tmp_path / "maps.npz", indices=[10, 11, 12])

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import attn2d
+from attn2d import Attn2dError
 from attn2d.models import BasicBlock, create_model, list_models
-from attn2d.registry import is_mechanism
+from attn2d.modules.registry import is_mechanism
 
 
 class Zero(nn.Module):
@@ -143,7 +144,7 @@ def test_bad_arguments_fail_with_a_clear_message():
         create_model("resnet18", attention="se", stages=(0, 5))
     with pytest.raises(ValueError, match=r"stage numbers in 1\.\.3"):
         create_model("small_cnn", attention="se", stages=(4,))
-    with pytest.raises(TypeError, match="own module"):
+    with pytest.raises(Attn2dError, match="own module"):
         create_model("small_cnn", attention=attn2d.create("se", 32))
     with pytest.raises(ValueError, match="unknown mechanism"):
         create_model("small_cnn", attention="sse")

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from attn2d import Attn2dError
 from attn2d.models import (
     attention_modules,
     create_model,
@@ -143,7 +144,7 @@ def test_bad_external_names_and_options_get_one_line():
         create_model("keras:resnet50")
     with pytest.raises(ValueError, match="never downloads"):
         create_model("torchvision:resnet18", weights="DEFAULT")
-    with pytest.raises(TypeError, match="keywords that torchvision:resnet18 takes"):
+    with pytest.raises(Attn2dError, match="keywords that torchvision:resnet18 takes"):
         create_model("torchvision:resnet18", depth=3)
     with pytest.raises(ValueError, match="expected residual blocks of a known type"):
         create_model("torchvision:squeezenet1_1", attention="se", placement="block")
@@ -159,5 +160,5 @@ def test_unknown_timm_model_suggests_close_names():
 
 def test_missing_timm_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now fails
-    with pytest.raises(ImportError, match="pip install timm"):
+    with pytest.raises(Attn2dError, match="pip install timm"):
         create_model("timm:resnet26d")

@@ -8,8 +8,9 @@ import torchvision
 from torch import nn
 
 import attn2d
+from attn2d import Attn2dError
 from attn2d.models import attention_modules, create_model, inject
-from attn2d.registry import is_mechanism
+from attn2d.modules.registry import is_mechanism
 
 
 def mechanisms(model: nn.Module) -> dict[str, int]:
@@ -176,13 +177,13 @@ def test_a_module_used_twice_is_refused():
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="attention_init"):
         inject(tv_resnet18(), "se", init="zero")
-    with pytest.raises(TypeError, match="replace"):
+    with pytest.raises(Attn2dError, match="replace"):
         inject(tv_resnet18(), "se", replace="yes")
     with pytest.raises(ValueError, match="stages only with"):
         inject(tv_resnet18(), "se", ["layer1"], stages=(1,))
-    with pytest.raises(TypeError, match="own module"):
+    with pytest.raises(Attn2dError, match="own module"):
         inject(tv_resnet18(), attn2d.create("se", 64))
-    with pytest.raises(TypeError, match=r"return an nn\.Module"):
+    with pytest.raises(Attn2dError, match=r"return an nn\.Module"):
         inject(tv_resnet18(), lambda c: 3)
 
 

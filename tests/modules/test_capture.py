@@ -8,9 +8,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
-from attn2d.bench import peak_memory
-from attn2d.capture import AttentionRecorder, capturing
+from attn2d import Attn2dError
 from attn2d.modules import AttentionMap, NonLocal2d, PositionAttention
+from attn2d.modules.capture import AttentionRecorder, capturing
+from attn2d.tools.bench import peak_memory
 from tests.helpers import SdpaCalls, activate
 from tests.modules.references_position import as_rows, conv1x1
 
@@ -122,5 +123,5 @@ def test_capturing_restores_each_flag_and_filters_kinds():
             assert all(m.capture for m in taps.values())
         assert not all(m.capture for m in taps.values())
     assert [p for p, m in taps.items() if m.capture] == [first]
-    with pytest.raises(TypeError, match=r"capturing: expected an nn\.Module"), capturing("pam"):
+    with pytest.raises(Attn2dError, match=r"capturing: expected an nn\.Module"), capturing("pam"):
         pass

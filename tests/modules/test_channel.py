@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attn2d import Attn2dError
 from attn2d.modules import ChannelGate, EfficientChannelAttention, SqueezeExcite, eca_kernel_size
 from tests.helpers import MapCatcher, activate, n_params
 from tests.modules.references_gates import (
@@ -139,7 +140,7 @@ def test_hook_sees_the_channel_weights_applied(factory):
          "channel-gate: expected 16 channels"),
         (lambda: ChannelGate(16)(torch.randn(16, 4, 4)), ValueError,
          "channel-gate: expected a float tensor of shape (B, 16, H, W), got shape (16, 4, 4)"),
-        (lambda: ChannelGate(16)(torch.ones(1, 16, 4, 4, dtype=torch.int32)), TypeError,
+        (lambda: ChannelGate(16)(torch.ones(1, 16, 4, 4, dtype=torch.int32)), Attn2dError,
          "channel-gate: expected a float tensor of shape (B, 16, H, W), got dtype torch.int32"),
         (lambda: EfficientChannelAttention(0), ValueError,
          "eca: expected channels >= 1, got 0"),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import attn2d
+from attn2d import Attn2dError
 
 NAMES = [m.name for m in attn2d.available()]
 
@@ -43,7 +44,7 @@ def test_input_that_is_not_four_dimensional(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_integer_input(name):
     module = attn2d.create(name, 16)
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(Attn2dError) as info:
         module(torch.ones(2, 16, 5, 5, dtype=torch.int64))
     assert_clear(info, name)
     assert "int64" in str(info.value)
@@ -52,7 +53,7 @@ def test_integer_input(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_input_that_is_not_a_tensor(name):
     module = attn2d.create(name, 16)
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(Attn2dError) as info:
         module([[1.0]])
     assert_clear(info, name)
 
@@ -67,7 +68,7 @@ def test_channel_count_must_be_positive(name, channels):
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "simam"])
 def test_channel_count_must_be_an_int(name):
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(Attn2dError) as info:
         attn2d.create(name, 16.0)
     assert_clear(info, name)
 

@@ -7,6 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
+from attn2d import Attn2dError
 from attn2d.modules import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
 from tests.helpers import MapCatcher, activate, n_params
 from tests.modules.references_gates import (
@@ -346,5 +347,5 @@ def test_bad_input_at_forward_names_the_module(spec):
         module(torch.randn(2, 8, 4, 4))
     with pytest.raises(ValueError, match=rf"{spec}: expected .* got shape \(16, 4, 4\)"):
         module(torch.randn(16, 4, 4))
-    with pytest.raises(TypeError, match=f"{spec}: expected .* got dtype torch.int64"):
+    with pytest.raises(Attn2dError, match=f"{spec}: expected .* got dtype torch.int64"):
         module(torch.ones(2, 16, 4, 4, dtype=torch.int64))

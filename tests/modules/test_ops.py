@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attn2d.modules._ops import ChannelConv1d, amax, weighted_sum
-from attn2d.timing import peak_memory
+from attn2d.tools.timing import peak_memory
 
 
 def f64(*shape: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import attn2d
-from attn2d.capture import capturing
+from attn2d import Attn2dError
 from attn2d.modules import (
     ChannelSelfAttention,
     CrissCrossAttention,
@@ -23,6 +23,7 @@ from attn2d.modules import (
     NonLocal2d,
     PositionAttention,
 )
+from attn2d.modules.capture import capturing
 from tests.helpers import MapCatcher, SdpaCalls, activate, n_params
 from tests.modules.references_position import (
     as_rows,
@@ -373,14 +374,14 @@ def test_parameter_counts_at_64_channels():
     [
         (lambda: NonLocal2d(16, mode="cosine"), ValueError, ["nonlocal: expected mode", "cosine"]),
         (lambda: NonLocal2d(16, reduction=0), ValueError, ["nonlocal: expected reduction > 0"]),
-        (lambda: NonLocal2d(16, sub_sample="yes"), TypeError, ["nonlocal: expected sub_sample"]),
+        (lambda: NonLocal2d(16, sub_sample="yes"), Attn2dError, ["nonlocal: expected sub_sample"]),
         (lambda: GlobalContext(16, fusion="sum"), ValueError, ["gc: expected fusion", "'sum'"]),
         (lambda: GlobalContext(16, reduction=-1), ValueError, ["gc: expected reduction > 0"]),
         (lambda: PositionAttention(16, reduction=0), ValueError, ["pam: expected reduction"]),
-        (lambda: ChannelSelfAttention(16, invert=1), TypeError, ["cam: expected invert"]),
+        (lambda: ChannelSelfAttention(16, invert=1), Attn2dError, ["cam: expected invert"]),
         (lambda: DualAttention(16, reduction=0), ValueError, ["danet: expected reduction"]),
         (lambda: CrissCrossAttention(16, recurrence=0), ValueError, ["rcca: expected recurrence"]),
-        (lambda: CrissCrossAttention(16, recurrence=1.5), TypeError, ["expected recurrence"]),
+        (lambda: CrissCrossAttention(16, recurrence=1.5), Attn2dError, ["expected recurrence"]),
         (lambda: CrissCrossAttention(16, reduction=0), ValueError, ["criss-cross: expected"]),
         (lambda: DANetHead(16, 0), ValueError, ["danet-head: expected num_classes >= 1"]),
         (lambda: DANetHead(16, 3, dropout=1.5), ValueError, ["danet-head: expected 0 <= dropout"]),
@@ -411,7 +412,7 @@ def test_bad_arguments_are_named(build, error, fragments):
     [
         (torch.randn(2, 8, 5, 5), ValueError, "got shape (2, 8, 5, 5)"),
         (torch.randn(16, 5, 5), ValueError, "got shape (16, 5, 5)"),
-        (torch.ones(2, 16, 5, 5, dtype=torch.int32), TypeError, "got dtype torch.int32"),
+        (torch.ones(2, 16, 5, 5, dtype=torch.int32), Attn2dError, "got dtype torch.int32"),
     ],
     ids=["wrong-channels", "3d", "integer"],
 )

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from attn2d import Attn2dError
 from attn2d.modules import SimAM, SpatialGate, TripletAttention
 from tests.helpers import MapCatcher, activate, n_params
 from tests.modules.references_gates import spatial_map_by_hand
@@ -155,7 +156,7 @@ def test_simam_hook_sees_the_elementwise_weights_and_it_has_no_parameters():
          "spatial-gate: expected 8 channels"),
         (lambda: SpatialGate(8)(torch.randn(2, 8, 3)), ValueError,
          "spatial-gate: expected a float tensor of shape (B, 8, H, W), got shape (2, 8, 3)"),
-        (lambda: SpatialGate()(torch.ones(2, 8, 3, 3, dtype=torch.long)), TypeError,
+        (lambda: SpatialGate()(torch.ones(2, 8, 3, 3, dtype=torch.long)), Attn2dError,
          "spatial-gate: expected a float tensor of shape (B, C, H, W), got dtype torch.int64"),
         (lambda: TripletAttention(8, kernel_size=6), ValueError,
          "triplet: expected an odd kernel_size, got 6"),
@@ -165,7 +166,7 @@ def test_simam_hook_sees_the_elementwise_weights_and_it_has_no_parameters():
          "simam: expected e_lambda to be finite and > 0, got 0"),
         (lambda: SimAM(e_lambda=math.inf), ValueError,
          "simam: expected e_lambda to be finite and > 0, got inf"),
-        (lambda: SimAM(e_lambda="1e-4"), TypeError,
+        (lambda: SimAM(e_lambda="1e-4"), Attn2dError,
          "simam: expected e_lambda to be a number, got '1e-4'"),
         (lambda: SimAM(4)(torch.randn(1, 5, 2, 2)), ValueError, "simam: expected 4 channels"),
     ],

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import attn2d
-from attn2d.capture import capturing
 from attn2d.modules import _common
+from attn2d.modules.capture import capturing
 from tests.helpers import activate
 
 NAMES = [m.name for m in attn2d.available()]

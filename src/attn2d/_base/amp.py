@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from .errors import Attn2dError
+
 __all__ = ["AMP_DTYPES", "autocast"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
@@ -18,6 +20,6 @@ def autocast(device: torch.device | str, amp: str) -> contextlib.AbstractContext
     if amp == "fp32":
         amp = "none"
     if amp not in AMP_DTYPES:
-        raise ValueError(f"attn2d: expected amp in {tuple(AMP_DTYPES)}, got {amp!r}")
+        raise Attn2dError(f"expected amp in {tuple(AMP_DTYPES)}, got {amp!r}")
     dtype = AMP_DTYPES[amp]
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

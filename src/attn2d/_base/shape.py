@@ -8,15 +8,17 @@ __all__ = ["parse_shape"]
 
 _EXAMPLES = {2: "32x32", 3: "3x32x32", 4: "8x64x32x32"}
 
+from .validate import fail
+
 
 def parse_shape(
-    text: str | Sequence[int], lengths: Sequence[int] = (3, 4), owner: str = "attn2d",
+    text: str | Sequence[int], lengths: Sequence[int] = (3, 4), owner: str | None = None,
     name: str = "shape",
 ) -> tuple[int, ...]:
     """A tuple of positive ints with one of the allowed ``lengths``.
 
     ``"3x32x32"`` (or ``×``, or a sequence of ints) for (C, H, W); ``"8x64x32x32"`` for
-    (B, C, H, W). Errors name ``owner`` and ``name`` and show an example.
+    (B, C, H, W). Errors name ``name`` (and ``owner``, if given) and show an example.
     """
     example = _EXAMPLES.get(min(lengths), "x".join("1" * min(lengths)))
     want = f"{name} as {' or '.join(_letters(n) for n in sorted(lengths))} (e.g. {example})"
@@ -24,12 +26,12 @@ def parse_shape(
         try:
             shape = tuple(int(v) for v in text.lower().replace("×", "x").split("x"))
         except ValueError:
-            raise ValueError(f"{owner}: expected {want}, got {text!r}") from None
+            raise fail(owner, f"expected {want}, got {text!r}") from None
     else:
         shape = tuple(text)
     if len(shape) not in lengths or not all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        raise ValueError(f"{owner}: expected {want} with positive integers, got {text!r}")
+        raise fail(owner, f"expected {want} with positive integers, got {text!r}")
     return shape
 
 

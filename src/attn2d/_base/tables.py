@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._io import write_atomic
+from .errors import Attn2dError
+from .io import write_atomic
 
 __all__ = ["FORMATS", "MISSING", "Table", "format_for"]
 
@@ -28,7 +29,7 @@ def format_for(path: str | os.PathLike[str] | None, fmt: str | None = None) -> s
         suffix = os.fspath(path).rsplit(".", 1)[-1].lower() if path is not None else ""
         fmt = _SUFFIXES.get(suffix, "text")
     if fmt not in FORMATS:
-        raise ValueError(f"attn2d: expected a table format in {FORMATS}, got {fmt!r}")
+        raise Attn2dError(f"expected a table format in {FORMATS}, got {fmt!r}")
     return fmt
 
 

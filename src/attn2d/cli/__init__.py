@@ -1,32 +1,39 @@
 """The ``attn2d`` command: one sub-command per file in this package.
 
-Each ``attn2d/cli/<verb>.py`` defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``, a thin wrapper over a library function that tests call directly.
+Each ``attn2d/cli/<verb>.py`` (``list_.py`` for ``list``: no builtin shadowed) defines
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``, a thin wrapper over
+a library function that tests call directly.
+
+Errors: the library raises :class:`~attn2d.Attn2dError` for bad input; it is printed as one
+line, ``attn2d <command>: error: <message>``. Any other exception is a bug and keeps its
+traceback. Messages go through :mod:`logging` (``--quiet`` / ``--verbose``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
-import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from .._base import log
+from .._base.errors import Attn2dError
+from .._base.version import __version__
 
 
 def _commands() -> dict[str, object]:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
-            found[info.name] = importlib.import_module(f"{__name__}.{info.name}")
+            found[info.name.rstrip("_")] = importlib.import_module(f"{__name__}.{info.name}")
     return found
 
 
 def default_text(value: object) -> str:
     """A default as help shows it: on/off, none, space-separated items."""
-    # (the names list, tuple are shadowed here by the sub-command modules cli.list, ...)
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
@@ -55,9 +62,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="2D attention mechanisms for CNNs: list, profile, train, compare, "
         "benchmark and visualise them.",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"attn2d {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_const", dest="log_level",
+                          const=logging.WARNING, default=logging.INFO,
+                          help="only warnings and errors")
+    loudness.add_argument("-v", "--verbose", action="store_const", dest="log_level",
+                          const=logging.DEBUG, help="also debugging messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in _commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP,
@@ -68,38 +79,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-_PACKAGE = Path(__file__).resolve().parents[1]
-# attn2d's validation errors read "<owner>: expected …, got …" (see modules/_common.py).
-_VALIDATION = re.compile(r"^[\w .:()/-]{1,80}: (expected|unknown|malformed) ")
-
-
-def is_validation_error(err: BaseException) -> bool:
-    """True for errors attn2d raises on bad input, worded "<owner>: expected …", raised by
-    attn2d's own code. Anything else is a bug somewhere and keeps its traceback."""
-    if not isinstance(err, (ValueError, TypeError, OSError, ImportError)):
-        return False
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    raised_here = tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
-        _PACKAGE)
-    return raised_here and bool(_VALIDATION.match(str(err)))
-
-
-def error_line(command: str, err: BaseException) -> str:
-    """``attn2d <command>: error: <message>``, the owner kept unless it repeats the prefix."""
-    message = str(err)
-    for prefix in (f"attn2d {command}: ", "attn2d: "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-            break
-    return f"attn2d {command}: error: {message}"
+def error_line(command: str, err: Attn2dError) -> str:
+    """``attn2d <command>: error: <message>``: the library never names the command."""
+    return f"attn2d {command}: error: {err}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = [*(sys.argv[1:] if argv is None else argv)]  # (`list` is the cli.list module here)
+    argv = [*(sys.argv[1:] if argv is None else argv)]
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    log.configure(args.log_level, prefix=f"attn2d {args.command}")
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
@@ -111,8 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as err:
-        if not is_validation_error(err):
-            raise
+    except Attn2dError as err:
         print(error_line(args.command, err), file=sys.stderr)
         return 2

@@ -8,11 +8,12 @@ import sys
 
 import torch
 
-from .. import bench
-from .._io import write_atomic
-from .._shape import parse_shape
-from ..registry import available
-from ..timing import CLOCKS
+from .._base.errors import Attn2dError
+from .._base.io import write_atomic
+from .._base.shape import parse_shape
+from ..modules.registry import available
+from ..tools import bench
+from ..tools.timing import CLOCKS
 
 HELP = "time mechanisms (forward, forward+backward) and their peak memory vs naive code and timm"
 
@@ -55,15 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"attn2d bench: expected --threads >= 1, got {args.threads}")
+            raise Attn2dError(f"attn2d bench: expected --threads >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.memory_budget_gb <= 0:
-        raise ValueError(f"attn2d bench: expected --memory-budget-gb > 0, "
+        raise Attn2dError(f"attn2d bench: expected --memory-budget-gb > 0, "
                          f"got {args.memory_budget_gb}")
     if any(side < 1 for side in args.scaling_sides):
-        raise ValueError(f"attn2d bench: expected --scaling-sides >= 1, got {args.scaling_sides}")
+        raise Attn2dError(f"attn2d bench: expected --scaling-sides >= 1, got {args.scaling_sides}")
     mechanisms = args.mechanisms or [m.name for m in available()]
-    sizes = ([parse_shape(s, (4,), owner="attn2d bench", name="--sizes") for s in args.sizes]
+    sizes = ([parse_shape(s, (4,), name="--sizes") for s in args.sizes]
              if args.sizes else bench.QUICK_SIZES if args.quick else bench.DEFAULT_SIZES)
     budget = args.time_budget if args.time_budget is not None else (0.1 if args.quick else 0.5)
 

@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
-from typing import TYPE_CHECKING
 
 from .train import add_training_arguments, config_from_args
 
-if TYPE_CHECKING:
-    from ..train import TrainConfig
-
 HELP = "train a baseline and each mechanism over several seeds; table with CIs, tests, plots"
-
-# What compare changes from train's defaults: BatchNorm statistics that have settled before
-# every evaluation (short runs otherwise compare the statistics' lag, not the mechanisms),
-# and compiled steps where they pay (CUDA graphs on a GPU; eager on a CPU).
-def defaults() -> TrainConfig:
-    from ..train import TrainConfig
-
-    return dataclasses.replace(TrainConfig(), precise_bn=20, compile="auto")
-
-
-DEFAULT_MECHANISMS = "none,se,eca,cbam,nonlocal,danet,criss-cross"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..comparison.plan import DEFAULT_MECHANISMS, DEFAULT_SEEDS, CompareConfig
+
     parser.add_argument("--attention", default=DEFAULT_MECHANISMS,
                         help="comma-separated spec strings; commas inside parentheses belong "
                              "to the spec, e.g. 'none,se,cbam(reduction=8)' "
                              "(default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help="seeds 0..N-1 (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each its own process; on a CPU each gets "
                              "cores/jobs threads unless --threads is given (default: 1)")
-    add_training_arguments(parser, defaults(), attention=False)
+    add_training_arguments(parser, CompareConfig(), attention=False)
     parser.add_argument("--out", default="runs/compare",
                         help="output folder; rerunning skips finished runs (default: %(default)s)")
     parser.add_argument("--in-process", action="store_true",
@@ -49,14 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare, split_specs
-    from ..report import markdown
+    from ..comparison import CompareConfig, compare, markdown, split_specs
 
-    base = config_from_args(args, defaults(), attention=None, seed=0, out=args.out)
+    base = config_from_args(args, CompareConfig(), attention=None, seed=0, out=args.out)
     command = "attn2d " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] \
         else None
     report = compare(split_specs(args.attention), base, seeds=args.seeds, out=args.out,
                      jobs=args.jobs, in_process=args.in_process, command=command,
                      costs=args.costs, html=args.html)
     print(f"\n{args.out.rstrip('/')}/results.md:\n\n{markdown(report)}")
-    return 1 if report["failed"] else 0
+    return 1 if report.failed else 0

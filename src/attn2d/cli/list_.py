@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ..registry import available, create, lookup
-from ..tables import Table
+from .._base.tables import Table
+from ..modules.registry import available, create, lookup
 
 HELP = "list the mechanisms (name, family, parameters, placement, paper), or one's keywords"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .._shape import parse_shape
-from ..profiler import cost_table
+from .._base.shape import parse_shape
+from ..tools.profiler import cost_table
 
 HELP = "parameters and MACs of a backbone without attention and with each mechanism"
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = parse_shape(args.input, owner="attn2d params", name="--input")
+    shape = parse_shape(args.input, name="--input")
     table = cost_table(args.model, shape, args.mechanisms or None,
                        num_classes=args.num_classes, placement=args.placement)
     if args.output:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .._shape import parse_shape
-from ..profiler import profile
+from .._base.shape import parse_shape
+from ..tools.profiler import profile
 
 HELP = "per-module table: shapes, parameters, MACs, elementwise ops, memory, time share"
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     if is_model_name(args.target):
         options["num_classes"] = args.num_classes
-    shape = parse_shape(args.input, owner="attn2d profile", name="--input")
+    shape = parse_shape(args.input, name="--input")
     report = profile(args.target, shape, depth=args.depth, timing_runs=args.runs,
                      train=args.train, **options)
     if args.output:

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import markdown, report
+    from ..comparison import markdown, report
 
     print(markdown(report(args.dirs, args.out, html=args.html)))
     return 0

@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from .._shape import parse_shape
-from ..registry import available, create
+from .._base.shape import parse_shape
+from ..modules.registry import available, create
 
 HELP = "run every mechanism (or the given ones) on a random batch; print shapes and parameters"
 
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    b, c, h, w = parse_shape(args.input, (4,), owner="attn2d shapes", name="--input")
+    b, c, h, w = parse_shape(args.input, (4,), name="--input")
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w)
     for spec in args.names or [m.name for m in available()]:

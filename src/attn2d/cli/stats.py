@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .._io import write_json
+from .._base.io import write_json
 from .visualize import add_model_arguments, subject_from_args
 
 HELP = "attention statistics (mean, std, entropy, saturation) over N images; flags bad maps"
@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..debug import collect_attention_stats, format_stats
-    from ..train import accuracy_gap
-    from ..viz.report import sample_batches
+    from ..tools.map_stats import collect_attention_stats, format_stats
+    from ..training import accuracy_gap
+    from ..viz.pictures import sample_batches
 
     subject = subject_from_args(args)
     batches = sample_batches(subject.data, args.images, args.batch_size, args.split)

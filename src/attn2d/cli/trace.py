@@ -6,10 +6,12 @@ import argparse
 
 import torch
 
-from .._shape import parse_shape
-from ..debug import check_gradients, trace_shapes
+from .._base.errors import Attn2dError
+from .._base.shape import parse_shape
 from ..models import create_model, is_model_name, list_models
-from ..registry import create
+from ..modules.registry import create
+from ..tools.gradcheck import check_gradients
+from ..tools.trace import trace_shapes
 
 HELP = "trace the input/output shapes of every module of a model or mechanism (hooks)"
 
@@ -31,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = parse_shape(args.input, owner="attn2d trace", name="--input")
+    shape = parse_shape(args.input, name="--input")
     shape = shape if len(shape) == 4 else (1, *shape)
     is_model = is_model_name(args.name)
     if is_model:
         module = create_model(args.name, attention=args.attention, placement=args.placement,
                               num_classes=args.num_classes, in_channels=shape[1])
     elif args.attention is not None:
-        raise ValueError(f"expected --attention only with a model ({', '.join(list_models())}),"
+        raise Attn2dError(f"expected --attention only with a model ({', '.join(list_models())}),"
                          f" got it with mechanism {args.name!r}")
     else:
         module = create(args.name, shape[1])
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(trace.render())
     if args.gradcheck:
         if is_model:
-            raise ValueError("expected --gradcheck with a mechanism (a model is too large to "
+            raise Attn2dError("expected --gradcheck with a mechanism (a model is too large to "
                              f"gradcheck), got model {args.name!r}")
         report = check_gradients(args.name, shape)
         print()

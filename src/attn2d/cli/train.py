@@ -14,17 +14,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._base.errors import Attn2dError
 from . import default_text
 
 if TYPE_CHECKING:
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
 HELP = "train one model with or without attention; metrics, checkpoints, resume, torchrun"
 
 
 @functools.cache
 def _config_fields() -> frozenset[str]:
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     return frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -53,15 +54,19 @@ class _Group:
         if dest.startswith("no_"):
             dest = dest[3:]
         assert dest in _config_fields(), dest
-        default = default_text(getattr(self.defaults, dest))
-        self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS,
-                                help=f"{help} (default: {default})", **kwargs)
+        if not flags[0].startswith("--no-"):  # a --no-X flag's help says X is on by default
+            help = f"{help} (default: {default_text(getattr(self.defaults, dest))})"
+        self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=help,
+                                **kwargs)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
                            attention: bool = True) -> None:
     """Options shared by ``train`` and ``compare``: model, data, optimisation, speed."""
-    from ..train import COMPILE_MODES, GATE_INITS, OPTIMIZERS
+    from .._base.amp import AMP_DTYPES
+    from ..data.folder import BAD_IMAGES
+    from ..data.load import IN_MEMORY
+    from ..training import COMPILE_MODES, GATE_INITS, OPTIMIZERS
 
     model = _Group(parser, "model", defaults)
     model.add("--model", help="small_cnn, resnet18, resnet34, resnet50, or torchvision:NAME / "
@@ -91,10 +96,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
              "(none: computed from the training images)")
     data.add("--std", type=_floats, help="image folders: per-channel std (none: computed)")
     data.add("--no-augment", dest="augment", action="store_false",
-             help="no training augmentation (random crop, flip)")
-    data.add("--bad-images", choices=("error", "skip"),
+             help="no training augmentation (random crop, flip; on by default)")
+    data.add("--bad-images", choices=BAD_IMAGES,
              help="image folders: refuse or skip unreadable images")
-    data.add("--in-memory", choices=("auto", "always", "never"),
+    data.add("--in-memory", choices=IN_MEMORY,
              help="hold the images on the training device (auto: when they fit)")
     data.add("--num-workers", type=int, help="DataLoader workers for streamed data")
     opt = _Group(parser, "optimisation", defaults)
@@ -104,7 +109,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     opt.add("--lr", type=float, help="peak learning rate (none: 0.05 SGD, 1e-3 AdamW)")
     opt.add("--momentum", type=float, help="SGD momentum")
     opt.add("--no-nesterov", dest="nesterov", action="store_false",
-            help="plain instead of Nesterov momentum; nesterov is")
+            help="plain instead of Nesterov momentum (Nesterov is on by default)")
     opt.add("--weight-decay", type=float, help="weight decay")
     opt.add("--warmup-epochs", type=float, help="linear learning-rate warm-up before the decay")
     opt.add("--label-smoothing", type=float, help="label smoothing")
@@ -115,7 +120,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
             help="recompute BatchNorm statistics over N training batches before each "
                  "evaluation (0: off)")
     speed = _Group(parser, "speed", defaults)
-    speed.add("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype")
+    speed.add("--amp", choices=tuple(AMP_DTYPES), help="autocast dtype")
     speed.add("--channels-last", action=argparse.BooleanOptionalAction,
               help="channels-last memory format for the model and the batches")
     speed.add("--compile", nargs="?", const="default", choices=COMPILE_MODES,
@@ -128,7 +133,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     speed.add("--eval-batch-size", type=int, help="evaluation batch (the last one is padded)")
     output = _Group(parser, "output", defaults)
     output.add("--no-progress", dest="progress", action="store_false",
-               help="no progress bar (one line per epoch is still printed); progress is")
+               help="no progress bar; one line per epoch is still printed (the bar is on by "
+                    "default)")
     output.add("--log-every", type=int, help="steps between progress-bar updates")
     output.add("--tensorboard", action="store_true",
                help="write TensorBoard events to OUT/tensorboard (pip install attn2d[tensorboard])")
@@ -140,23 +146,23 @@ def read_config_file(path: str, owner: str = "attn2d train") -> dict[str, Any]:
     """The TrainConfig fields in a JSON file; one clear error for anything else."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"{owner}: expected --config to name a JSON file, got {path!r} "
+        raise Attn2dError(f"{owner}: expected --config to name a JSON file, got {path!r} "
                          "(no such file)")
     try:
         values = json.loads(file.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{owner}: expected --config {path} to be JSON, got invalid JSON at "
+        raise Attn2dError(f"{owner}: expected --config {path} to be JSON, got invalid JSON at "
                          f"line {err.lineno}, column {err.colno} ({err.msg})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{owner}: expected --config {path} to be JSON text, got binary data"
+        raise Attn2dError(f"{owner}: expected --config {path} to be JSON text, got binary data"
                          ) from None
     if not isinstance(values, dict):
-        raise ValueError(f"{owner}: expected --config {path} to hold a JSON object of "
+        raise Attn2dError(f"{owner}: expected --config {path} to hold a JSON object of "
                          f"settings, got a JSON {type(values).__name__}")
     fields = _config_fields()
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(f"{owner}: expected --config {path} to hold only TrainConfig fields, "
+        raise Attn2dError(f"{owner}: expected --config {path} to hold only TrainConfig fields, "
                          f"got unknown keys {unknown}; valid: {', '.join(sorted(fields))}")
     return values
 
@@ -164,16 +170,17 @@ def read_config_file(path: str, owner: str = "attn2d train") -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace, defaults: TrainConfig | None = None,
                      file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """Command line over ``file_values`` over ``defaults`` (see the module docstring)."""
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     fields = _config_fields()
     given = {k: v for k, v in vars(args).items() if k in fields}
     base = dataclasses.asdict(defaults or TrainConfig())
-    return TrainConfig(**{**base, **(file_values or {}), **given, **overrides})
+    return type(defaults or TrainConfig())(**{**base, **(file_values or {}), **given,
+                                               **overrides})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     add_training_arguments(parser, TrainConfig())
     options = _Group(parser, "run", TrainConfig())
@@ -193,7 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training import train
 
     file_values = read_config_file(args.config) if args.config else None
     result = train(config_from_args(args, file_values=file_values))

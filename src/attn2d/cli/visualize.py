@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._base.errors import Attn2dError
+
 HELP = "write every attention picture for one image (trained checkpoint or untrained model)"
 
 
@@ -31,7 +33,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def subject_from_args(args: argparse.Namespace):
-    from ..viz.report import load_subject
+    from ..viz.pictures import load_subject
 
     return load_subject(args.checkpoint, model=args.model, attention=args.attention,
                         placement=args.placement, dataset=args.dataset,
@@ -44,13 +46,13 @@ def _query(text: str | None) -> tuple[int, int] | None:
     try:
         row, col = (int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"expected --query as ROW,COL in image pixels, e.g. 14,14, "
+        raise Attn2dError(f"expected --query as ROW,COL in image pixels, e.g. 14,14, "
                          f"got {text!r}") from None
     return row, col
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..viz.report import PICTURES
+    from ..viz.pictures import PICTURES
 
     add_model_arguments(parser)
     parser.add_argument("--index", type=int, default=0, help="image index in the split")
@@ -71,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..viz.report import visualize
+    from ..viz.pictures import visualize
 
     files = visualize(subject_from_args(args), args.out, index=args.index, split=args.split,
                       query=_query(args.query), sample=args.sample,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .._base.errors import Attn2dError
 from .augment import Normalize, crop_and_flip, epoch_order, hash32, random_crops
 from .split import Split
 
@@ -26,15 +27,15 @@ _LOADER_WORD = 0x4C4F4144  # "LOAD": seeds a streamed loader's workers per epoch
 def _check_shard(batch_size: int, rank: int, world: int) -> None:
     for name, value in (("batch_size", batch_size), ("rank", rank), ("world", world)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"attn2d.data: expected {name} to be an int, got "
+            raise Attn2dError(f"attn2d.data: expected {name} to be an int, got "
                             f"{type(value).__name__}")
     if batch_size < 1 or world < 1:
-        raise ValueError(f"attn2d.data: expected batch_size >= 1 and world >= 1, got "
+        raise Attn2dError(f"attn2d.data: expected batch_size >= 1 and world >= 1, got "
                          f"batch_size={batch_size}, world={world}")
     if not 0 <= rank < world:
-        raise ValueError(f"attn2d.data: expected 0 <= rank < world={world}, got {rank}")
+        raise Attn2dError(f"attn2d.data: expected 0 <= rank < world={world}, got {rank}")
     if batch_size % world:
-        raise ValueError(f"attn2d.data: expected batch_size divisible by world={world}, got "
+        raise Attn2dError(f"attn2d.data: expected batch_size divisible by world={world}, got "
                          f"{batch_size}")
 
 
@@ -59,7 +60,7 @@ class _Source:
         self.num_workers = num_workers
         if in_memory:
             if split.images is None:
-                raise ValueError("attn2d.data: expected images in memory, got a Dataset")
+                raise Attn2dError("attn2d.data: expected images in memory, got a Dataset")
             self.images = split.images.to(device)
             self.targets = split.labels().to(device)
         else:
@@ -128,7 +129,7 @@ class TrainBatches:
         """Full global batches of ``batch_size`` per epoch (the last partial one dropped)."""
         _check_shard(batch_size, 0, 1)
         if batch_size > self._size:
-            raise ValueError(f"attn2d.data: expected batch_size <= {self._size} training "
+            raise Attn2dError(f"attn2d.data: expected batch_size <= {self._size} training "
                              f"images, got {batch_size}")
         return self._size // batch_size
 
@@ -172,10 +173,10 @@ class TrainBatches:
         _check_shard(batch_size, rank, world)
         steps = self.steps_per_epoch(batch_size)
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"attn2d.data: expected epoch to be an int >= 0, got {epoch!r}")
+            raise Attn2dError(f"attn2d.data: expected epoch to be an int >= 0, got {epoch!r}")
         if isinstance(start_step, bool) or not isinstance(start_step, int) \
                 or not 0 <= start_step <= steps:
-            raise ValueError(f"attn2d.data: expected 0 <= start_step <= {steps}, got "
+            raise Attn2dError(f"attn2d.data: expected 0 <= start_step <= {steps}, got "
                              f"{start_step!r}")
         return self.order(epoch), steps
 

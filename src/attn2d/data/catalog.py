@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._base.errors import Attn2dError
+
 __all__ = [
     "DATASETS",
     "DatasetInfo",
@@ -110,16 +112,16 @@ def canonical_dataset(name: str) -> str:
     ``folder:PATH`` (prefix in any case) → ``folder:PATH`` with the path as given.
     """
     if not isinstance(name, str):
-        raise TypeError(f"attn2d.data: expected a dataset name, got {type(name).__name__}")
+        raise Attn2dError(f"attn2d.data: expected a dataset name, got {type(name).__name__}")
     text = name.strip()
     if text[: len(FOLDER_PREFIX)].lower() == FOLDER_PREFIX:
         path = text[len(FOLDER_PREFIX):]
         if not path.strip():
-            raise ValueError(f"attn2d.data: expected folder:PATH with a path, got {name!r}")
+            raise Attn2dError(f"attn2d.data: expected folder:PATH with a path, got {name!r}")
         return FOLDER_PREFIX + path
     key = re.sub(r"[-_ .]", "", text.lower())
     if key not in _ALIASES:
-        raise ValueError(f"attn2d.data: expected a dataset in {DATASETS}, got {name!r}")
+        raise Attn2dError(f"attn2d.data: expected a dataset in {DATASETS}, got {name!r}")
     return _ALIASES[key]
 
 
@@ -133,7 +135,7 @@ def builtin_info(name: str) -> DatasetInfo:
     """Channels, size, classes and normalisation of a built-in dataset (not a folder)."""
     canonical = canonical_dataset(name)
     if canonical not in _BUILTIN:
-        raise ValueError(f"attn2d.data: expected a built-in dataset in {tuple(_BUILTIN)}, got "
+        raise Attn2dError(f"attn2d.data: expected a built-in dataset in {tuple(_BUILTIN)}, got "
                          f"{name!r}")
     return _BUILTIN[canonical]
 

@@ -24,6 +24,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._base.errors import Attn2dError
 from .split import Split, _as_list
 
 __all__ = ["ChannelStats", "FolderImages", "FolderLayout", "read_folder", "scan_folder"]
@@ -64,7 +65,7 @@ class ChannelStats:
     def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(mean, std)``; a channel with no variation gets std 1 (left unscaled)."""
         if self._sum is None:
-            raise ValueError("attn2d.data: expected images to compute mean and std, got none")
+            raise Attn2dError("attn2d.data: expected images to compute mean and std, got none")
         mean = self._sum / self._count
         var = (self._squares / self._count - mean * mean).clamp(min=0)
         std = torch.where(var > 0, var.sqrt() / 255, torch.ones_like(var))
@@ -125,7 +126,7 @@ class FolderImages(Dataset):
         except Exception as error:
             if self.careful:
                 return f"{type(error).__name__}: {error}".strip(), label
-            raise ValueError(f"attn2d.data: expected a readable image, got {path} "
+            raise Attn2dError(f"attn2d.data: expected a readable image, got {path} "
                              f"({type(error).__name__}: {error})") from error
 
 
@@ -147,14 +148,14 @@ class _Refusals:
 
     def __init__(self, bad_images: str) -> None:
         if bad_images not in BAD_IMAGES:
-            raise ValueError(f"attn2d.data: expected bad_images in {BAD_IMAGES}, got "
+            raise Attn2dError(f"attn2d.data: expected bad_images in {BAD_IMAGES}, got "
                              f"{bad_images!r}")
         self.skip = bad_images == "skip"
         self.skipped: list[str] = []
 
     def __call__(self, path: str, reason: str) -> None:
         if not self.skip:
-            raise ValueError(f"attn2d.data: expected a readable image, got {path} ({reason}); "
+            raise Attn2dError(f"attn2d.data: expected a readable image, got {path} ({reason}); "
                              "pass bad_images='skip' to leave such files out")
         self.skipped.append(path)
 
@@ -176,13 +177,13 @@ class _SplitFolder(torchvision.datasets.ImageFolder):
         try:
             present, _ = super().find_classes(directory)
         except FileNotFoundError:
-            raise ValueError(f"attn2d.data: expected class folders in {directory}, got none"
+            raise Attn2dError(f"attn2d.data: expected class folders in {directory}, got none"
                              ) from None
         if self.train_classes is None:
             return present, {name: i for i, name in enumerate(present)}
         unknown = [name for name in present if name not in self.train_classes]
         if unknown:
-            raise ValueError(f"attn2d.data: expected the classes of {directory} among those "
+            raise Attn2dError(f"attn2d.data: expected the classes of {directory} among those "
                              f"of the training folder, got {unknown[0]!r} only in {directory}")
         return list(self.train_classes), {name: self.train_classes.index(name)
                                           for name in present}
@@ -193,7 +194,7 @@ def _read_split(root: Path, train_classes: tuple[str, ...] | None) -> _SplitFold
     counts = Counter(label for _, label in split.samples)
     for name, label in split.class_to_idx.items():
         if counts[label] == 0:
-            raise ValueError(f"attn2d.data: expected images in every class folder, got none "
+            raise Attn2dError(f"attn2d.data: expected images in every class folder, got none "
                              f"in {root / name} (image files end in "
                              f"{', '.join(torchvision.datasets.folder.IMG_EXTENSIONS)})")
     return split
@@ -220,13 +221,13 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
     if key in _SCANS:
         return _SCANS[key]
     if not root.is_dir():
-        raise ValueError(f"attn2d.data: expected a folder dataset at {root}, got no such folder")
+        raise Attn2dError(f"attn2d.data: expected a folder dataset at {root}, got no such folder")
     if not (root / "train").is_dir():
-        raise ValueError(f"attn2d.data: expected {root / 'train'}/<class>/ image folders, got "
+        raise Attn2dError(f"attn2d.data: expected {root / 'train'}/<class>/ image folders, got "
                          f"no train folder in {root}")
     test_folder = next((name for name in ("test", "val") if (root / name).is_dir()), None)
     if test_folder is None:
-        raise ValueError(f"attn2d.data: expected {root / 'test'} or {root / 'val'} beside "
+        raise Attn2dError(f"attn2d.data: expected {root / 'test'} or {root / 'val'} beside "
                          f"{root / 'train'}, got neither")
     refusals = _Refusals(bad_images)
     train = _read_split(root / "train", None)
@@ -248,7 +249,7 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
     if image_size is None:
         if len(sizes) != 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
             seen = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
-            raise ValueError(f"attn2d.data: expected image_size for {root}, whose images are "
+            raise Attn2dError(f"attn2d.data: expected image_size for {root}, whose images are "
                              f"not all one square size, got sizes {seen}")
         image_size = next(iter(sizes))[0]
     layout = FolderLayout(root, tuple(train.classes), kept["train"], kept["test"], test_folder,
@@ -315,7 +316,7 @@ def read_folder(layout: FolderLayout, *, in_memory: bool, bad_images: str = "err
         refusals.warn()
         missing = sorted(set(range(len(layout.classes))) - set(train.labels().tolist()))
         if missing:
-            raise ValueError(f"attn2d.data: expected images in every class folder, got only "
+            raise Attn2dError(f"attn2d.data: expected images in every class folder, got only "
                              f"unreadable ones in "
                              f"{layout.root / 'train' / layout.classes[missing[0]]}")
         mean, std = stats.result()

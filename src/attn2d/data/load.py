@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._base.errors import Attn2dError
+from .._base.validate import check_choice, check_flag, check_int, fail, flag
 from .augment import Normalize
 from .batches import EvalBatches, TrainBatches
 from .catalog import DatasetInfo, builtin_info, canonical_dataset, default_data_dir, folder_path
@@ -95,6 +97,27 @@ class DataSpec:
                 picked[key] = tuple(picked[key])
         return cls(**picked)
 
+    def check(self) -> DataSpec:
+        """Validate every data field (cheap: no file is read); one error naming the option."""
+        canonical_dataset(self.dataset)
+        for name, low in (("subset", 1), ("test_subset", 1), ("val_split", 1),
+                          ("image_size", 1)):
+            check_int(getattr(self, name), flag(name), minimum=low, optional=True)
+        check_int(self.num_workers, "--num-workers", minimum=0)
+        if self.channels is not None:
+            check_choice(self.channels, (1, 3), "--channels")
+        if folder_path(canonical_dataset(self.dataset)) is None:
+            for name in ("image_size", "channels"):
+                if getattr(self, name) is not None:
+                    raise fail(None, f"expected {flag(name)} only with --dataset folder:PATH, "
+                                     f"got {flag(name)} {getattr(self, name)} for "
+                                     f"{self.dataset}")
+        check_choice(self.bad_images, BAD_IMAGES, "--bad-images")
+        check_choice(self.in_memory, IN_MEMORY, "--in-memory")
+        check_flag(self.download, "--download")
+        check_flag(self.augment, "--augment")
+        return self
+
 
 @dataclass
 class Data:
@@ -110,59 +133,22 @@ class Data:
     test: EvalBatches
 
 
-def _optional_int(spec: DataSpec, name: str, low: int) -> None:
-    value = getattr(spec, name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"attn2d.data: expected {name} to be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"attn2d.data: expected {name} >= {low}, got {value}")
-
-
 def _statistic(spec: DataSpec, name: str, channels: int) -> tuple[float, ...] | None:
     value = getattr(spec, name)
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        raise TypeError(f"attn2d.data: expected {name} to be a sequence of numbers, got "
+        raise Attn2dError(f"attn2d.data: expected {name} to be a sequence of numbers, got "
                         f"{value!r}")
     if len(value) != channels:
-        raise ValueError(f"attn2d.data: expected {channels} {name} value(s), one per channel, "
+        raise Attn2dError(f"attn2d.data: expected {channels} {name} value(s), one per channel, "
                          f"got {len(value)}")
     low = 0.0 if name == "mean" else math.ulp(0.0)
     if not all(math.isfinite(v) and v >= low for v in value):
-        raise ValueError(f"attn2d.data: expected finite {name} values "
+        raise Attn2dError(f"attn2d.data: expected finite {name} values "
                          f"{'>= 0' if name == 'mean' else '> 0'}, got {tuple(value)}")
     return tuple(float(v) for v in value)
-
-
-def _check_spec(spec: DataSpec) -> str:
-    if not isinstance(spec, DataSpec):
-        raise TypeError(f"attn2d.data: expected a DataSpec, got {type(spec).__name__}")
-    name = canonical_dataset(spec.dataset)
-    for field, low in (("subset", 1), ("test_subset", 1), ("val_split", 1), ("image_size", 1),
-                       ("num_workers", 0)):
-        _optional_int(spec, field, low)
-    if spec.channels not in (None, 1, 3):
-        raise ValueError(f"attn2d.data: expected channels 1 or 3, got {spec.channels!r}")
-    if folder_path(name) is None:
-        for field in ("image_size", "channels"):
-            if getattr(spec, field) is not None:
-                raise ValueError(f"attn2d.data: expected {field} only for folder datasets, "
-                                 f"got {field}={getattr(spec, field)} for {name}")
-    if spec.bad_images not in BAD_IMAGES:
-        raise ValueError(f"attn2d.data: expected bad_images in {BAD_IMAGES}, got "
-                         f"{spec.bad_images!r}")
-    if spec.in_memory not in IN_MEMORY:
-        raise ValueError(f"attn2d.data: expected in_memory in {IN_MEMORY}, got "
-                         f"{spec.in_memory!r}")
-    for field in ("download", "augment"):
-        if not isinstance(getattr(spec, field), bool):
-            raise TypeError(f"attn2d.data: expected {field} to be a bool, got "
-                            f"{getattr(spec, field)!r}")
-    return name
 
 
 def _fits_in_memory(nbytes: int, device: torch.device) -> bool:
@@ -179,7 +165,7 @@ def _resolve(spec: DataSpec, device: torch.device
     """The dataset's info (as the batches use it) and, for ``device``, its splits and whether
     they live in memory. Built-in datasets with no overrides return no splits (no file
     access); call :func:`_read` for them."""
-    name = _check_spec(spec)
+    name = canonical_dataset(spec.check().dataset)
     path = folder_path(name)
     if path is None:
         info, train, test, in_memory = builtin_info(name), None, None, spec.in_memory != "never"
@@ -263,7 +249,7 @@ def get_dataset(
         download: let torchvision download the files if they are missing (needs a network).
     """
     if split not in ("train", "test"):
-        raise ValueError(f"attn2d.data: expected split 'train' or 'test', got {split!r}")
+        raise Attn2dError(f"attn2d.data: expected split 'train' or 'test', got {split!r}")
     base = name if isinstance(name, DataSpec) else DataSpec(name)
     spec = dataclasses.replace(
         base, data_dir=base.data_dir if data_dir is None else str(data_dir),
@@ -286,7 +272,7 @@ def load_data(spec: DataSpec, device: torch.device | str, seed: int) -> Data:
     val = None
     if spec.val_split is not None:
         if spec.val_split >= len(train):
-            raise ValueError(f"attn2d.data: expected val_split < {len(train)} training images, "
+            raise Attn2dError(f"attn2d.data: expected val_split < {len(train)} training images, "
                              f"got {spec.val_split}")
         held_out = stratified_subset(train.labels(), spec.val_split, _VAL_SEED)
         rest = torch.ones(len(train), dtype=torch.bool)
@@ -310,20 +296,20 @@ def load_data(spec: DataSpec, device: torch.device | str, seed: int) -> Data:
 
 def _first_item(dataset: Dataset, which: str) -> Tensor:
     if len(dataset) == 0:
-        raise ValueError(f"attn2d.data: expected a non-empty {which} dataset, got 0 items")
+        raise Attn2dError(f"attn2d.data: expected a non-empty {which} dataset, got 0 items")
     item = dataset[0]
     if not isinstance(item, tuple | list) or len(item) != 2:
-        raise TypeError(f"attn2d.data: expected {which} items (image, label), got "
+        raise Attn2dError(f"attn2d.data: expected {which} items (image, label), got "
                         f"{type(item).__name__}")
     image = item[0]
     if not isinstance(image, Tensor) or image.dim() != 3 or not (
             image.dtype == torch.uint8 or image.is_floating_point()):
         what = (f"{image.dtype} tensor of shape {tuple(image.shape)}"
                 if isinstance(image, Tensor) else type(image).__name__)
-        raise TypeError(f"attn2d.data: expected {which} images as (C, H, W) uint8 or float "
+        raise Attn2dError(f"attn2d.data: expected {which} images as (C, H, W) uint8 or float "
                         f"tensors, got {what}")
     if image.shape[1] != image.shape[2]:
-        raise ValueError(f"attn2d.data: expected square {which} images, got "
+        raise Attn2dError(f"attn2d.data: expected square {which} images, got "
                          f"{tuple(image.shape[1:])}")
     return image
 
@@ -376,10 +362,10 @@ def data_from_datasets(
     """
     device = torch.device(device)
     if in_memory not in IN_MEMORY:
-        raise ValueError(f"attn2d.data: expected in_memory in {IN_MEMORY}, got {in_memory!r}")
+        raise Attn2dError(f"attn2d.data: expected in_memory in {IN_MEMORY}, got {in_memory!r}")
     first = _first_item(train, "train")
     if _first_item(test, "test").shape != first.shape:
-        raise ValueError(f"attn2d.data: expected test images of the training images' shape "
+        raise Attn2dError(f"attn2d.data: expected test images of the training images' shape "
                          f"{tuple(first.shape)}, got {tuple(test[0][0].shape)}")
     channels, side = first.shape[0], first.shape[1]
     bytes_per_image = first.numel() * (1 if first.dtype == torch.uint8 else 4)
@@ -389,7 +375,7 @@ def data_from_datasets(
               Split(dataset=ds, targets=_known_targets(ds)) for ds in (train, test)]
     if isinstance(info, DatasetInfo):
         if (info.in_channels, info.image_size) != (channels, side):
-            raise ValueError(f"attn2d.data: expected images of {info.in_channels} channels and "
+            raise Attn2dError(f"attn2d.data: expected images of {info.in_channels} channels and "
                              f"side {info.image_size} (from info), got {tuple(first.shape)}")
         mean, std, num_classes, classes, name = (info.mean, info.std, info.num_classes,
                                                  info.classes, info.name)
@@ -409,12 +395,12 @@ def data_from_datasets(
         else:
             mean, std = (0.0,) * channels, (1.0,) * channels
     else:
-        raise TypeError(f"attn2d.data: expected info to be a DatasetInfo or a number of classes "
+        raise Attn2dError(f"attn2d.data: expected info to be a DatasetInfo or a number of classes "
                         f">= 1, got {info!r}")
     for split, which in zip(splits, ("train", "test"), strict=True):
         if split.targets is not None and len(split.targets) and not (
                 int(split.targets.min()) >= 0 and int(split.targets.max()) < num_classes):
-            raise ValueError(f"attn2d.data: expected {which} labels in [0, {num_classes}), got "
+            raise Attn2dError(f"attn2d.data: expected {which} labels in [0, {num_classes}), got "
                              f"[{int(split.targets.min())}, {int(split.targets.max())}]")
     used = DatasetInfo(name, channels, side, num_classes, classes, tuple(mean), tuple(std),
                        crop_padding=0, flip=False)

@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .._io import atomic_path
+from .._base.io import atomic_path
 
 __all__ = ["SYSTEM_FASHION_MNIST", "read_builtin"]
 

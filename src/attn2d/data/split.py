@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .._base.errors import Attn2dError
+
 __all__ = ["Split", "TensorImages", "stratified_subset"]
 
 
@@ -18,9 +20,9 @@ def stratified_subset(targets: Tensor, size: int, seed: int = 0) -> Tensor:
     within a class the samples are a seeded random choice.
     """
     if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"attn2d.data: expected subset to be an int, got {type(size).__name__}")
+        raise Attn2dError(f"attn2d.data: expected subset to be an int, got {type(size).__name__}")
     if not 1 <= size <= len(targets):
-        raise ValueError(f"attn2d.data: expected 1 <= subset <= {len(targets)}, got {size}")
+        raise Attn2dError(f"attn2d.data: expected 1 <= subset <= {len(targets)}, got {size}")
     classes, counts = torch.unique(targets, return_counts=True)
     exact = counts.double() * size / len(targets)
     quota = exact.floor().long()
@@ -71,7 +73,7 @@ class Split:
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.dataset is None):
-            raise ValueError("attn2d.data: expected images or a dataset, got "
+            raise Attn2dError("attn2d.data: expected images or a dataset, got "
                              f"{'both' if self.images is not None else 'neither'}")
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from .._base.errors import Attn2dError
 from ..modules._common import check_positive_int
 from ._common import (
     AttentionFactory,
@@ -121,13 +122,13 @@ def create_model(
         **kwargs: passed to the model's constructor (torchvision / timm builder).
     """
     if not isinstance(name, str):
-        raise TypeError(f"create_model: expected a model name, got {type(name).__name__}")
+        raise Attn2dError(f"create_model: expected a model name, got {type(name).__name__}")
     check_init(attention_init, "create_model")
     paths = None
     if placement is not None and not isinstance(placement, str):
         paths, placement = list(placement), None
         if stages is not None:
-            raise ValueError(f"create_model: expected stages only with placement 'block' or "
+            raise Attn2dError(f"create_model: expected stages only with placement 'block' or "
                              f"'stage', got stages={stages!r} with module paths")
     external = split_source(name)
     if external is None and paths is None and not replace:
@@ -135,7 +136,7 @@ def create_model(
         if key not in _MODELS:
             close = difflib.get_close_matches(key, list(_MODELS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"create_model: unknown model {name!r}{hint}; valid: "
+            raise Attn2dError(f"create_model: unknown model {name!r}{hint}; valid: "
                              f"{', '.join(_MODELS)}, or torchvision:<name> / timm:<name>")
         return _MODELS[key](num_classes=num_classes, in_channels=in_channels,
                             attention=attention, placement=placement, stages=stages,

@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ..modules._common import check_choice, check_positive_int
-from ..registry import get, lookup
+from ..modules.registry import get, lookup
 from .attention import ResidualBlend, mark_attention, starts_as_identity
 
 __all__ = [
@@ -46,12 +47,12 @@ def resolve_attention(
         factory = get(attention)  # validates the name and keywords before any layer is built
         return factory, placement or lookup(attention).placement
     if isinstance(attention, nn.Module):
-        raise TypeError(
+        raise Attn2dError(
             f"{owner}: expected attention as a spec string, a class or a factory (each place "
             f"needs its own module), got an instance of {type(attention).__name__}"
         )
     if not callable(attention):
-        raise TypeError(
+        raise Attn2dError(
             f"{owner}: expected attention as a spec string, a class, a factory or None, "
             f"got {type(attention).__name__}"
         )
@@ -69,7 +70,7 @@ def make_attention(
     """
     module = factory(channels)
     if not isinstance(module, nn.Module):
-        raise TypeError(
+        raise Attn2dError(
             f"{owner}: expected the attention factory to return an nn.Module for {where} "
             f"({channels} channels), got {type(module).__name__}"
         )
@@ -92,10 +93,10 @@ def check_stages(
     if isinstance(stages, int) or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in stages
     ):
-        raise TypeError(f"{owner}: expected stages as a sequence of ints, got {stages!r}")
+        raise Attn2dError(f"{owner}: expected stages as a sequence of ints, got {stages!r}")
     bad = [s for s in stages if not 1 <= s <= count]
     if bad or len(set(stages)) != len(stages) or not stages:
-        raise ValueError(
+        raise Attn2dError(
             f"{owner}: expected distinct stage numbers in 1..{count}, got {tuple(stages)!r}"
         )
     return tuple(sorted(stages))

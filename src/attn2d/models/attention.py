@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..registry import is_mechanism, outermost_mechanisms
+from .._base.errors import Attn2dError
+from ..modules.registry import is_mechanism, outermost_mechanisms
 
 __all__ = [
     "ResidualBlend",
@@ -52,7 +53,7 @@ class ResidualBlend(nn.Module):
     def __init__(self, mechanism: nn.Module) -> None:
         super().__init__()
         if not isinstance(mechanism, nn.Module):
-            raise TypeError(f"ResidualBlend: expected an nn.Module, got "
+            raise Attn2dError(f"ResidualBlend: expected an nn.Module, got "
                             f"{type(mechanism).__name__}")
         self.mechanism = mechanism
         self.beta = nn.Parameter(torch.zeros(()))
@@ -123,7 +124,7 @@ def load_backbone_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> l
     unexpected or of another shape is refused with the first such key named.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"load_backbone_state: expected a state dict, got "
+        raise Attn2dError(f"load_backbone_state: expected a state dict, got "
                         f"{type(state_dict).__name__}")
     prefixes = tuple(f"{p}." for p, _ in attention_modules(model))
     own = model.state_dict()
@@ -131,16 +132,16 @@ def load_backbone_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> l
     wanted = [k for k in own if not k.startswith(prefixes)]
     missing = [k for k in wanted if k not in state_dict]
     if missing:
-        raise ValueError(f"load_backbone_state: expected key {missing[0]!r} in the state dict, "
+        raise Attn2dError(f"load_backbone_state: expected key {missing[0]!r} in the state dict, "
                          f"got none ({len(missing)} of {len(wanted)} model keys missing)")
     unexpected = [k for k in state_dict if k not in own and not k.startswith(prefixes)]
     if unexpected:
-        raise ValueError(f"load_backbone_state: expected only keys of "
+        raise Attn2dError(f"load_backbone_state: expected only keys of "
                          f"{type(model).__name__}, got {unexpected[0]!r} "
                          f"({len(unexpected)} unexpected)")
     for key in wanted:
         if tuple(state_dict[key].shape) != tuple(own[key].shape):
-            raise ValueError(f"load_backbone_state: expected {key!r} of shape "
+            raise Attn2dError(f"load_backbone_state: expected {key!r} of shape "
                              f"{tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}")
     model.load_state_dict({k: state_dict[k] for k in wanted}, strict=False)
     return attention_keys

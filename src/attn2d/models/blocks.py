@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .._base.errors import Attn2dError
+
 __all__ = ["BlockRule", "SESlot", "Site", "known_block_types", "rule_for"]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
@@ -63,7 +65,7 @@ def _last_child_norm(block: nn.Module) -> nn.Module:
     ``downsample``, so it is never picked)."""
     norms = [m for m in block.children() if isinstance(m, _NORMS)]
     if not norms:
-        raise ValueError(f"inject: expected a BatchNorm/GroupNorm layer among the children of "
+        raise Attn2dError(f"inject: expected a BatchNorm/GroupNorm layer among the children of "
                          f"{type(block).__name__}, found none")
     return norms[-1]
 
@@ -72,7 +74,7 @@ def _last_norm_in(branch: nn.Module) -> nn.Module:
     """The last norm of a Sequential branch (its order is its execution order)."""
     norms = [m for m in branch.modules() if isinstance(m, _NORMS)]
     if not norms:
-        raise ValueError(f"inject: expected a BatchNorm/GroupNorm layer in the branch of "
+        raise Attn2dError(f"inject: expected a BatchNorm/GroupNorm layer in the branch of "
                          f"{type(branch).__name__}, found none")
     return norms[-1]
 

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._base.errors import Attn2dError
+
 __all__ = ["SOURCES", "build_external", "external_models", "split_source"]
 
 SOURCES = ("torchvision", "timm")
@@ -23,10 +25,10 @@ def split_source(name: str) -> tuple[str, str] | None:
     if not colon:
         return None
     if source.lower() not in SOURCES:
-        raise ValueError(f"create_model: expected a model name or 'torchvision:<name>' / "
+        raise Attn2dError(f"create_model: expected a model name or 'torchvision:<name>' / "
                          f"'timm:<name>', got {name!r}")
     if not model.strip():
-        raise ValueError(f"create_model: expected a model name after {source.lower()}:, "
+        raise Attn2dError(f"create_model: expected a model name after {source.lower()}:, "
                          f"got {name!r}")
     return source.lower(), model.strip()
 
@@ -35,7 +37,7 @@ def _timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise ImportError("create_model: expected the timm package for timm: models, got "
+        raise Attn2dError("create_model: expected the timm package for timm: models, got "
                           "none installed; pip install timm") from None
     return timm
 
@@ -49,7 +51,7 @@ def external_models(source: str) -> list[str]:
     elif source == "timm":
         names = _timm().list_models()
     else:
-        raise ValueError(f"list_models: expected source in {(None, *SOURCES)}, got {source!r}")
+        raise Attn2dError(f"list_models: expected source in {(None, *SOURCES)}, got {source!r}")
     return [f"{source}:{n}" for n in names]
 
 
@@ -67,7 +69,7 @@ def build_external(
     ``in_channels`` input channels; ``kwargs`` go to its builder."""
     for key in ("weights", "pretrained", "pretrained_cfg", "checkpoint_path"):
         if kwargs.get(key):
-            raise ValueError(f"create_model: expected no {key}= (attn2d builds models without "
+            raise Attn2dError(f"create_model: expected no {key}= (attn2d builds models without "
                              f"weights and never downloads; load a state dict instead), got "
                              f"{kwargs[key]!r}")
         kwargs.pop(key, None)
@@ -88,7 +90,7 @@ def build_external(
         return timm.create_model(name, pretrained=False, num_classes=num_classes,
                                  in_chans=in_channels, **kwargs)
     except TypeError as err:  # a keyword the builder does not take
-        raise TypeError(f"create_model: expected keywords that {source}:{name} takes, got "
+        raise Attn2dError(f"create_model: expected keywords that {source}:{name} takes, got "
                         f"{sorted(kwargs)} ({err})") from err
 
 
@@ -106,7 +108,7 @@ def _set_in_channels(model: nn.Module, in_channels: int, name: str) -> None:
     path, conv = next(((p, m) for p, m in model.named_modules() if isinstance(m, nn.Conv2d)),
                       ("", None))
     if conv is None or conv.in_channels != 3 or conv.groups != 1:
-        raise ValueError(f"create_model: expected {name} to start with an RGB convolution "
+        raise Attn2dError(f"create_model: expected {name} to start with an RGB convolution "
                          f"that in_channels={in_channels} can replace, got "
                          f"{'none' if conv is None else f'{path} with {conv.in_channels}'}")
     stem = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,

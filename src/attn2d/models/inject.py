@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ._common import (
     AttentionFactory,
     Backbone,
@@ -110,16 +111,16 @@ def inject(
             (1, C_in, 64, 64) with C_in taken from the first convolution.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"inject: expected an nn.Module, got {type(model).__name__}")
+        raise Attn2dError(f"inject: expected an nn.Module, got {type(model).__name__}")
     check_init(init, "inject")
     if not isinstance(replace, bool):
-        raise TypeError(f"inject: expected replace to be True or False, got {replace!r}")
+        raise Attn2dError(f"inject: expected replace to be True or False, got {replace!r}")
     factory, _ = resolve_attention(spec, None, owner="inject")
     if factory is None:
-        raise ValueError(f"inject: expected a mechanism spec or factory, got {spec!r}")
+        raise Attn2dError(f"inject: expected a mechanism spec or factory, got {spec!r}")
     is_block = isinstance(where, str) and where == "block"
     if replace and not is_block:
-        raise ValueError(f"inject: expected where='block' with replace=True (it swaps the "
+        raise Attn2dError(f"inject: expected where='block' with replace=True (it swaps the "
                          f"SE inside blocks), got where={where!r}")
     if is_block:
         _inject_blocks(model, factory, replace, init, stages, input_shape)
@@ -130,7 +131,7 @@ def inject(
         paths = [found[s - 1].path for s in chosen]
     else:
         if stages is not None:
-            raise ValueError(f"inject: expected stages only with where='block' or 'stage', "
+            raise Attn2dError(f"inject: expected stages only with where='block' or 'stage', "
                              f"got stages={stages!r} with module paths")
         paths = [where] if isinstance(where, str) else list(where)
     _inject_after(model, factory, paths, input_shape, init)
@@ -163,7 +164,7 @@ def _inject_blocks(
     if not found:
         names = _named_stages(model)
         stage_hint = f"where='stage' (after {', '.join(names)}) or " if names else ""
-        raise ValueError(
+        raise Attn2dError(
             f"inject: expected residual blocks of a known type in {type(model).__name__} "
             f"({known_block_types()}), found none; use {stage_hint}module paths, "
             f"{_places(model)}"
@@ -180,26 +181,26 @@ def _inject_blocks(
             if slot is None:
                 continue
             if is_attention(getattr(slot.parent, slot.name)):
-                raise ValueError(f"inject: expected the SE of block {path!r} to be the "
+                raise Attn2dError(f"inject: expected the SE of block {path!r} to be the "
                                  f"block's own, got attention already there")
             plan.append((f"{path} (its SE)", slot.channels, _setter(slot.parent, slot.name)))
             continue
         if rule is None:
             if not isinstance(block.attn, nn.Identity):
-                raise ValueError(f"inject: expected {path!r} without attention, got "
+                raise Attn2dError(f"inject: expected {path!r} without attention, got "
                                  f"{type(block.attn).__name__} already in {path}.attn")
             plan.append((path, block.out_channels, _setter(block, "attn")))
             continue
         if hasattr(block, "attn"):
-            raise ValueError(f"inject: expected block {path!r} to have no attribute 'attn', "
+            raise Attn2dError(f"inject: expected block {path!r} to have no attribute 'attn', "
                              "got one (already injected?)")
         site = rule.site(block)
         plan.append((path, site.channels, _hooked(block, site.module, site.channels_last)))
     if not plan and replace:
-        raise ValueError(f"inject: expected blocks holding an SE of their own for "
+        raise Attn2dError(f"inject: expected blocks holding an SE of their own for "
                          f"replace=True in {type(model).__name__}, found none")
     if not plan:
-        raise ValueError(f"inject: expected known blocks in stages {tuple(stages or ())} of "
+        raise Attn2dError(f"inject: expected known blocks in stages {tuple(stages or ())} of "
                          f"{type(model).__name__}, found none")
     # Build everything first so that a failing factory leaves the model untouched.
     built = _like(model, [make_attention(factory, ch, path, "inject", init)
@@ -253,7 +254,7 @@ def find_stages(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
     if names:
         return [Stage(name, under(name)) for name in names]
     if not blocks:
-        raise ValueError(
+        raise Attn2dError(
             f"inject: expected stages (layer1.., stages.0.., or residual blocks of a known "
             f"type) in {type(model).__name__}, found none; {_places(model)}"
         )
@@ -315,14 +316,14 @@ def _dry_run(
     if input_shape is None:
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if first is None:
-            raise ValueError("inject: expected input_shape=(C, H, W) for a model without "
+            raise Attn2dError("inject: expected input_shape=(C, H, W) for a model without "
                              "Conv2d layers, got None")
         input_shape = (first.in_channels, 64, 64)
     shape = tuple(input_shape)
     if len(shape) == 3:
         shape = (1, *shape)
     if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"inject: expected input_shape as (C, H, W) or (B, C, H, W) of "
+        raise Attn2dError(f"inject: expected input_shape as (C, H, W) or (B, C, H, W) of "
                          f"positive ints, got {tuple(input_shape)!r}")
     seen: dict[str, _Seen] = {}
 
@@ -344,7 +345,7 @@ def _dry_run(
             model(x)
     except (RuntimeError, ValueError, TypeError, AssertionError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(
+        raise Attn2dError(
             f"inject: expected {type(model).__name__} to run on a {shape} input (a dry pass "
             f"that measures its feature maps), got {type(err).__name__}: {reason}; pass "
             f"input_shape=(C, H, W)"
@@ -356,7 +357,7 @@ def _dry_run(
             m.training = mode
     for path in targets:
         if path not in seen:
-            raise ValueError(f"inject: expected {path!r} to run in the forward pass, "
+            raise Attn2dError(f"inject: expected {path!r} to run in the forward pass, "
                              "it did not")
     return seen
 
@@ -376,7 +377,7 @@ def _owner(model: nn.Module, path: str) -> nn.Module:
         module = module[-1]
         if not isinstance(module, _CONTAINERS):
             return module
-    raise ValueError(f"inject: expected {path!r} to hold a module that is not a container, "
+    raise Attn2dError(f"inject: expected {path!r} to hold a module that is not a container, "
                      "got none; choose a module inside it")
 
 
@@ -391,12 +392,12 @@ def _inject_after(
     targets = {}
     for path in paths:
         if not isinstance(path, str):
-            raise TypeError(f"inject: expected where as 'block', 'stage' or module paths, "
+            raise Attn2dError(f"inject: expected where as 'block', 'stage' or module paths, "
                             f"got {path!r}")
         if path not in modules or not path:
             close = difflib.get_close_matches(path, [p for p in modules if p], n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-            raise ValueError(f"inject: expected 'block', 'stage' or a module path of "
+            raise Attn2dError(f"inject: expected 'block', 'stage' or a module path of "
                              f"{type(model).__name__}, got {path!r}{hint}")
         targets[path] = modules[path]
     places = {}
@@ -406,11 +407,11 @@ def _inject_after(
         if container is None and hasattr(owner, "attn"):
             container = owner.attn
         if container is not None and not isinstance(container, nn.ModuleDict):
-            raise ValueError(f"inject: expected {type(owner).__name__}.attn to be free or a "
+            raise Attn2dError(f"inject: expected {type(owner).__name__}.attn to be free or a "
                              f"ModuleDict, got {type(container).__name__}")
         key = path.replace(".", "_")
         if container is not None and key in container:
-            raise ValueError(f"inject: expected no attention after {path!r} yet, got one "
+            raise Attn2dError(f"inject: expected no attention after {path!r} yet, got one "
                              f"at attn.{key}")
         places[path] = (owner, key)
     seen = _dry_run(model, targets, input_shape)
@@ -418,11 +419,11 @@ def _inject_after(
     for path in targets:
         calls = seen[path].shapes
         if len(calls) > 1:
-            raise ValueError(f"inject: expected {path!r} to run once per forward pass, it "
+            raise Attn2dError(f"inject: expected {path!r} to run once per forward pass, it "
                              f"ran {len(calls)} times (a module used in several places); "
                              "choose a module used once")
         if len(calls[0]) != 4:
-            raise ValueError(f"inject: expected the output of {path!r} "
+            raise Attn2dError(f"inject: expected the output of {path!r} "
                              f"({type(targets[path]).__name__}) to be a (B, C, H, W) feature "
                              f"map, got shape {calls[0]}")
         channels[path] = calls[0][1]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ..modules._common import check_positive_int
 from ._common import AttentionFactory, Backbone, init_backbone
 
@@ -126,7 +127,7 @@ class ResNet(Backbone):
     ) -> None:
         super().__init__(num_classes, in_channels, owner="resnet")
         if len(layers) != len(self.stage_names):
-            raise ValueError(f"resnet: expected 4 stage depths, got {tuple(layers)!r}")
+            raise Attn2dError(f"resnet: expected 4 stage depths, got {tuple(layers)!r}")
         self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         width = 64

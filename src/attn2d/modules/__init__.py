@@ -2,8 +2,7 @@
 
 from ._common import AttentionMap
 from .channel import ChannelGate, EfficientChannelAttention, SqueezeExcite, eca_kernel_size
-from .hybrid import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
-from .position import (
+from .global_ import (
     ChannelSelfAttention,
     CrissCrossAttention,
     DANetHead,
@@ -12,6 +11,7 @@ from .position import (
     NonLocal2d,
     PositionAttention,
 )
+from .hybrid import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
 from .spatial import SimAM, SpatialGate, TripletAttention
 
 __all__ = [

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
+
 __all__ = [
     "AttentionMap",
     "AttentionModule",
@@ -128,9 +130,9 @@ def softmax_dtype(t: Tensor) -> Tensor:
 def check_positive_int(value: object, name: str, owner: str, minimum: int = 1) -> int:
     """Return ``value`` if it is an int >= ``minimum``; else a clear error."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: expected {name} to be an int, got {type(value).__name__}")
+        raise Attn2dError(f"{owner}: expected {name} to be an int, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{owner}: expected {name} >= {minimum}, got {value}")
+        raise Attn2dError(f"{owner}: expected {name} >= {minimum}, got {value}")
     return value
 
 
@@ -143,9 +145,9 @@ def hidden_width(
     """
     check_positive_int(channels, "channels", owner)
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)):
-        raise TypeError(f"{owner}: expected {name} to be a number, got {type(reduction).__name__}")
+        raise Attn2dError(f"{owner}: expected {name} to be a number, got {type(reduction).__name__}")
     if not reduction > 0 or not math.isfinite(reduction):
-        raise ValueError(f"{owner}: expected {name} > 0, got {reduction}")
+        raise Attn2dError(f"{owner}: expected {name} > 0, got {reduction}")
     return max(minimum, int(channels // reduction))
 
 
@@ -153,13 +155,13 @@ def check_odd_kernel(kernel_size: object, owner: str, name: str = "kernel_size")
     """Kernel sizes must be odd so that 'same' padding keeps the map size."""
     check_positive_int(kernel_size, name, owner)
     if kernel_size % 2 == 0:  # type: ignore[operator]
-        raise ValueError(f"{owner}: expected an odd {name}, got {kernel_size}")
+        raise Attn2dError(f"{owner}: expected an odd {name}, got {kernel_size}")
     return kernel_size  # type: ignore[return-value]
 
 
 def check_choice(value: object, choices: tuple[str, ...], name: str, owner: str) -> str:
     if value not in choices:
-        raise ValueError(f"{owner}: expected {name} in {choices}, got {value!r}")
+        raise Attn2dError(f"{owner}: expected {name} in {choices}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -167,23 +169,23 @@ def expect_feature_map(x: object, channels: int | None, owner: str) -> None:
     """Check that ``x`` is a floating (B, C, H, W) tensor with the expected channels."""
     want = f"a float tensor of shape (B, {channels if channels is not None else 'C'}, H, W)"
     if not isinstance(x, Tensor):
-        raise TypeError(f"{owner}: expected {want}, got {type(x).__name__}")
+        raise Attn2dError(f"{owner}: expected {want}, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{owner}: expected {want}, got shape {tuple(x.shape)}")
+        raise Attn2dError(f"{owner}: expected {want}, got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x):
-        raise TypeError(f"{owner}: expected {want}, got dtype {x.dtype}")
+        raise Attn2dError(f"{owner}: expected {want}, got dtype {x.dtype}")
     if channels is not None and x.shape[1] != channels:
-        raise ValueError(
+        raise Attn2dError(
             f"{owner}: expected {channels} channels (input of shape (B, {channels}, H, W)), "
             f"got shape {tuple(x.shape)}"
         )
     if x.shape[2] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{owner}: expected non-empty H and W, got shape {tuple(x.shape)}")
+        raise Attn2dError(f"{owner}: expected non-empty H and W, got shape {tuple(x.shape)}")
 
 
 def check_flag(value: object, name: str, owner: str) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{owner}: expected {name} to be a bool, got {type(value).__name__}")
+        raise Attn2dError(f"{owner}: expected {name} to be a bool, got {type(value).__name__}")
     return value
 
 

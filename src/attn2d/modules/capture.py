@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .modules import AttentionMap
+from .._base.errors import Attn2dError
+from ._common import AttentionMap
 
 __all__ = [
     "DISTRIBUTION_KINDS",
@@ -112,7 +113,7 @@ def capturing(model: nn.Module, kinds: Iterable[str] | None = None) -> Iterator[
     ...     model(x)                                 # hooks on any tap see the map
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"capturing: expected an nn.Module, got {type(model).__name__}")
+        raise Attn2dError(f"capturing: expected an nn.Module, got {type(model).__name__}")
     taps = [amap for _, _, amap in _taps(model, kinds)]
     before = [amap.capture for amap in taps]
     for amap in taps:
@@ -154,7 +155,7 @@ class AttentionRecorder:
         self, model: nn.Module, kinds: Iterable[str] | None = None, to_cpu: bool = True
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"AttentionRecorder: expected an nn.Module, got "
+            raise Attn2dError(f"AttentionRecorder: expected an nn.Module, got "
                             f"{type(model).__name__}")
         self.model = model
         self.kinds = None if kinds is None else frozenset(kinds)
@@ -256,16 +257,16 @@ class AttentionRecorder:
             maps = numpy.load("maps.npz")
             maps["block2.attn.spatial_gate:spatial"]  # (B, 1, H, W)
         """
-        from ._io import save_npz
+        from .._base.io import save_npz
 
         records = self.merged()
         if not records:
-            raise ValueError("AttentionRecorder: expected recorded maps to save, got none (run "
+            raise Attn2dError("AttentionRecorder: expected recorded maps to save, got none (run "
                              "the model inside the with block first)")
         rows = next((int(r.tensor.shape[0]) for r in records if r.kind != "mixture"), 0)
         index = list(range(rows)) if indices is None else [int(i) for i in indices]
         if len(index) != rows:
-            raise ValueError(f"AttentionRecorder: expected {rows} indices (one per recorded "
+            raise Attn2dError(f"AttentionRecorder: expected {rows} indices (one per recorded "
                              f"input), got {len(index)}")
         arrays = {r.label: r.tensor.float().numpy() for r in records}
         sizes = {r.label: list(r.feature_size) for r in records if r.feature_size}
@@ -321,17 +322,17 @@ class FeatureRecorder:
         for layer in layers:
             if isinstance(layer, nn.Module):
                 if id(layer) not in by_identity:
-                    raise ValueError("FeatureRecorder: expected a submodule of the model, got "
+                    raise Attn2dError("FeatureRecorder: expected a submodule of the model, got "
                                      f"a {type(layer).__name__} that is not in it")
                 self.layers[by_identity[id(layer)]] = layer
             elif isinstance(layer, str):
                 if layer not in modules:
                     valid = ", ".join(p for p in modules if p) or "(none)"
-                    raise ValueError(f"FeatureRecorder: expected a module path, got {layer!r}; "
+                    raise Attn2dError(f"FeatureRecorder: expected a module path, got {layer!r}; "
                                      f"valid: {valid}")
                 self.layers[layer] = modules[layer]
             else:
-                raise TypeError("FeatureRecorder: expected module paths or modules, got "
+                raise Attn2dError("FeatureRecorder: expected module paths or modules, got "
                                 f"{type(layer).__name__}")
         self.inputs = inputs
         self.to_cpu = to_cpu

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ._common import (
     AttentionMap,
     AttentionModule,
@@ -114,14 +115,14 @@ def check_pool_types(pool_types: str | Sequence[str], owner: str) -> tuple[str, 
     """A non-empty tuple of distinct names from :data:`POOL_TYPES` (a lone string is one)."""
     names = (pool_types,) if isinstance(pool_types, str) else pool_types
     if not isinstance(names, Sequence) or len(names) == 0:
-        raise ValueError(
+        raise Attn2dError(
             f"{owner}: expected pool_types to be a non-empty tuple drawn from "
             f"{POOL_TYPES}, got {pool_types!r}"
         )
     for name in names:
         check_choice(name, POOL_TYPES, "each pool type", owner)
     if len(set(names)) != len(names):
-        raise ValueError(f"{owner}: expected distinct pool_types, got {tuple(names)!r}")
+        raise Attn2dError(f"{owner}: expected distinct pool_types, got {tuple(names)!r}")
     return tuple(names)
 
 

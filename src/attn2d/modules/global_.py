@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ._common import (
     AttentionMap,
     AttentionModule,
@@ -156,7 +157,7 @@ class NonLocal2d(AttentionModule):
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
         if self.sub_sample and min(x.shape[2:]) < 2:
-            raise ValueError(
+            raise Attn2dError(
                 f"nonlocal: expected H, W >= 2 with sub_sample=True, got shape {tuple(x.shape)}"
             )
         value = _tokens(self._keys(self.g(x)))  # (B, M, inner)
@@ -418,11 +419,11 @@ class DANetHead(AttentionModule):
         inner = hidden_width(in_channels, reduction, owner=owner)
         check_positive_int(num_classes, "num_classes", owner)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(
+            raise Attn2dError(
                 f"{owner}: expected dropout to be a number, got {type(dropout).__name__}"
             )
         if not 0 <= dropout < 1:
-            raise ValueError(f"{owner}: expected 0 <= dropout < 1, got {dropout}")
+            raise Attn2dError(f"{owner}: expected 0 <= dropout < 1, got {dropout}")
         self.in_channels = self.channels = in_channels
         self.reduce_position = _conv_bn_relu(in_channels, inner)
         self.reduce_channel = _conv_bn_relu(in_channels, inner)

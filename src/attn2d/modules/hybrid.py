@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ._common import (
     AttentionMap,
     AttentionModule,
@@ -163,7 +164,7 @@ class DynamicCBAM(AttentionModule):
         owner = self.owner
         for name, values in (("kernel_sizes", kernel_sizes), ("reductions", reductions)):
             if isinstance(values, (str, int, float)) or len(values) == 0:
-                raise ValueError(
+                raise Attn2dError(
                     f"{owner}: expected {name} to be a non-empty tuple, got {values!r}"
                 )
         hidden = [hidden_width(channels, r, owner) for r in reductions]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from .registry import create
 
 __all__ = ["MultiLevel"]
@@ -22,12 +23,12 @@ class MultiLevel(nn.Module):
     def __init__(self, spec: str, channels: Sequence[int]) -> None:
         super().__init__()
         if isinstance(channels, int) or len(channels) == 0:
-            raise ValueError(f"multilevel: expected a non-empty list of channel counts, "
+            raise Attn2dError(f"multilevel: expected a non-empty list of channel counts, "
                              f"got {channels!r}")
         self.levels = nn.ModuleList(create(spec, c) for c in channels)
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self.levels):
-            raise ValueError(f"multilevel: expected {len(self.levels)} feature maps, "
+            raise Attn2dError(f"multilevel: expected {len(self.levels)} feature maps, "
                              f"got {len(features)}")
         return [level(x) for level, x in zip(self.levels, features)]

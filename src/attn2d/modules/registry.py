@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from .modules import channel, hybrid, position, spatial
+from .._base.errors import Attn2dError
+from . import channel, global_, hybrid, spatial
 
 __all__ = [
     "LayerFactory",
@@ -76,25 +77,25 @@ _TABLE: dict[str, Mechanism] = {
         Mechanism("bam", hybrid.BAM, "hybrid", "stage",
                   "Park et al., BMVC 2018 (arXiv:1807.06514)",
                   "bottleneck attention: (1 + σ(Mc + Ms))·x between stages"),
-        Mechanism("nonlocal", position.NonLocal2d, "global", "stage",
+        Mechanism("nonlocal", global_.NonLocal2d, "global", "stage",
                   "Wang et al., CVPR 2018 (arXiv:1711.07971)",
                   "non-local block: every position attends to every position"),
-        Mechanism("gc", position.GlobalContext, "global", "block",
+        Mechanism("gc", global_.GlobalContext, "global", "block",
                   "Cao et al., ICCVW 2019 (arXiv:1904.11492)",
                   "global context: one attention-pooled context added to every position"),
-        Mechanism("pam", position.PositionAttention, "global", "stage",
+        Mechanism("pam", global_.PositionAttention, "global", "stage",
                   "Fu et al., CVPR 2019 (arXiv:1809.02983)",
                   "DANet position attention over all positions"),
-        Mechanism("cam", position.ChannelSelfAttention, "global", "stage",
+        Mechanism("cam", global_.ChannelSelfAttention, "global", "stage",
                   "Fu et al., CVPR 2019 (arXiv:1809.02983)",
                   "DANet channel self-attention (C×C affinity)"),
-        Mechanism("danet", position.DualAttention, "global", "stage",
+        Mechanism("danet", global_.DualAttention, "global", "stage",
                   "Fu et al., CVPR 2019 (arXiv:1809.02983)",
                   "DANet dual attention: position + channel branches summed"),
-        Mechanism("criss-cross", position.CrissCrossAttention, "global", "stage",
+        Mechanism("criss-cross", global_.CrissCrossAttention, "global", "stage",
                   "Huang et al., ICCV 2019 (arXiv:1811.11721)",
                   "criss-cross: each pixel attends to its row and column"),
-        Mechanism("rcca", position.CrissCrossAttention, "global", "stage",
+        Mechanism("rcca", global_.CrissCrossAttention, "global", "stage",
                   "Huang et al., ICCV 2019 (arXiv:1811.11721)",
                   "recurrent criss-cross (2 passes, shared weights): full-image context",
                   defaults={"recurrence": 2}),
@@ -116,13 +117,13 @@ _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z][\w-]*)\s*(?:\((?P<args>.*)\))?\s*$", 
 def _unknown(kind: str, given: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(given, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"attn2d: unknown {kind} {given!r}{hint}; valid: {', '.join(valid)}"
+    return f"unknown {kind} {given!r}{hint}; valid: {', '.join(valid)}"
 
 
 def _lookup(name: str) -> Mechanism:
     key = name.strip().lower()
     if key not in _TABLE:
-        raise ValueError(_unknown("mechanism", name, list(_TABLE)))
+        raise Attn2dError(_unknown("mechanism", name, list(_TABLE)))
     return _TABLE[key]
 
 
@@ -133,11 +134,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     each keyword may appear once.
     """
     if not isinstance(spec, str):
-        raise TypeError(f"attn2d: expected a mechanism name or spec string such as "
+        raise Attn2dError(f"expected a mechanism name or spec string such as "
                         f"'cbam(reduction=8)', got {type(spec).__name__}")
     match = _SPEC.match(spec)
     if match is None:
-        raise ValueError(f"attn2d: malformed spec {spec!r}; expected 'name' or "
+        raise Attn2dError(f"malformed spec {spec!r}; expected 'name' or "
                          "'name(key=value, ...)', e.g. 'cbam(reduction=8, spatial_kernel=3)'")
     name, args = match["name"], match["args"]
     if args is None or not args.strip():
@@ -145,23 +146,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     try:
         call = ast.parse(f"_({args})", mode="eval").body
     except SyntaxError as err:
-        raise ValueError(f"attn2d: malformed arguments in spec {spec!r}: {err.msg}") from None
+        raise Attn2dError(f"malformed arguments in spec {spec!r}: {err.msg}") from None
     assert isinstance(call, ast.Call)
     if call.args:
-        raise ValueError(f"attn2d: expected keywords only in spec {spec!r}, got positional "
+        raise Attn2dError(f"expected keywords only in spec {spec!r}, got positional "
                          "arguments; e.g. 'se(reduction=8)'")
     kwargs: dict[str, Any] = {}
     for kw in call.keywords:
         if kw.arg is None:
-            raise ValueError(f"attn2d: expected key=value keywords in spec {spec!r}; "
+            raise Attn2dError(f"expected key=value keywords in spec {spec!r}; "
                              "'**' is not allowed")
         if kw.arg in kwargs:
-            raise ValueError(f"attn2d: expected each keyword once in spec {spec!r}, got "
+            raise Attn2dError(f"expected each keyword once in spec {spec!r}, got "
                              f"{kw.arg!r} twice")
         try:
             kwargs[kw.arg] = ast.literal_eval(kw.value)
         except ValueError:
-            raise ValueError(f"attn2d: expected a literal value for {kw.arg!r} in spec "
+            raise Attn2dError(f"expected a literal value for {kw.arg!r} in spec "
                              f"{spec!r}, got {ast.unparse(kw.value)!r} (values must be a "
                              "literal: a number, string, bool, None, tuple or list)") from None
     return name, kwargs
@@ -205,7 +206,7 @@ def _check_keywords(mechanism: Mechanism, kwargs: dict[str, Any]) -> None:
     valid = [p.name for p in mechanism.keywords()]
     for key in kwargs:
         if key not in valid:
-            raise ValueError(_unknown(f"keyword for {mechanism.name!r}:", key, valid))
+            raise Attn2dError(_unknown(f"keyword for {mechanism.name!r}:", key, valid))
 
 
 def create(spec: str, channels: int, **overrides: Any) -> nn.Module:

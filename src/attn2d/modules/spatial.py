@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
 from ._common import (
     AttentionMap,
     AttentionModule,
@@ -172,9 +173,9 @@ class SimAM(AttentionModule):
         if channels is not None:
             check_positive_int(channels, "channels", owner="simam")
         if isinstance(e_lambda, bool) or not isinstance(e_lambda, (int, float)):
-            raise TypeError(f"simam: expected e_lambda to be a number, got {e_lambda!r}")
+            raise Attn2dError(f"simam: expected e_lambda to be a number, got {e_lambda!r}")
         if not (e_lambda > 0 and math.isfinite(e_lambda)):
-            raise ValueError(f"simam: expected e_lambda to be finite and > 0, got {e_lambda!r}")
+            raise Attn2dError(f"simam: expected e_lambda to be finite and > 0, got {e_lambda!r}")
         self.channels = channels
         self.e_lambda = float(e_lambda)
         self.weights = AttentionMap("elementwise")

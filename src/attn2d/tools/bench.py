@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._base.amp import autocast
+from .._base.errors import Attn2dError
+from .._base.io import save_figure
+from .._base.tables import MISSING, Table
+from ..modules.registry import create, lookup
 from . import naive
-from ._amp import autocast
-from ._io import save_figure
-from .registry import create, lookup
-from .tables import MISSING, Table
 from .timing import peak_memory, sync, time_interleaved
 
 __all__ = [
@@ -256,9 +257,9 @@ def run_case(
     """Time (and measure the memory of) one mechanism against its counterparts."""
     device = torch.device(device)
     if dtype not in DTYPES:
-        raise ValueError(f"attn2d bench: expected dtype in {DTYPES}, got {dtype!r}")
+        raise Attn2dError(f"attn2d bench: expected dtype in {DTYPES}, got {dtype!r}")
     if layout not in LAYOUTS:
-        raise ValueError(f"attn2d bench: expected layout in {LAYOUTS}, got {layout!r}")
+        raise Attn2dError(f"attn2d bench: expected layout in {LAYOUTS}, got {layout!r}")
     name = lookup(spec).name
     case = Case(spec, tuple(shape), dtype, layout)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(0)

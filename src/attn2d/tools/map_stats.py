@@ -1,248 +1,23 @@
-"""Debugging helpers: shape tracing, float64 gradient checks, attention statistics.
-
-- :func:`trace_shapes` runs one forward pass with hooks on every module and lists the
-  input and output shapes, in call order.
-- :func:`check_gradients` runs :func:`torch.autograd.gradcheck` on a float64 copy of a
-  module, with respect to the input and to every parameter.
-- :func:`attention_stats` / :func:`collect_attention_stats` summarise attention maps
-  (mean, spread, entropy, saturation) and flag maps that are near-uniform or saturated.
-"""
+"""Attention statistics: summaries of attention maps over a sample of images (mean, spread,
+entropy, saturation), with flags for maps that are near-uniform or saturated
+(``attn2d stats``)."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd.gradcheck import GradcheckError
-from torch.func import functional_call
 
-from .capture import DISTRIBUTION_KINDS, AttentionRecorder, MapRecord, capturing
-from .registry import create
-from .tables import Table
+from .._base.errors import Attn2dError
+from .._base.tables import Table
+from ..modules.capture import DISTRIBUTION_KINDS, AttentionRecorder, MapRecord
 
-__all__ = [
-    "GradcheckReport",
-    "MapStats",
-    "ShapeRow",
-    "ShapeTrace",
-    "attention_stats",
-    "check_gradients",
-    "collect_attention_stats",
-    "format_stats",
-    "trace_shapes",
-]
-
-# -- shape tracing ------------------------------------------------------------------------
-
-
-@dataclass
-class ShapeRow:
-    """One module call: its path (``""`` is the model), class, and the shapes it saw.
-
-    ``depth`` is the call nesting and ``name`` the path relative to the calling module's;
-    a submodule called by a module other than its parent shows its path from that caller.
-    """
-
-    path: str
-    name: str
-    type: str
-    depth: int
-    inputs: str
-    output: str
-    params: int
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return "×".join(str(d) for d in value.shape) if value.dim() else "scalar"
-    if isinstance(value, (tuple, list)):
-        inner = ", ".join(_describe(v) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
-    return type(value).__name__
-
-
-@dataclass
-class ShapeTrace:
-    """The rows of :func:`trace_shapes`; ``str(trace)`` renders them as an indented table."""
-
-    rows: list[ShapeRow]
-
-    def render(self, fmt: str = "text") -> str:
-        columns = [("name", "module"), ("type", "type"), ("inputs", "input"),
-                   ("output", "output"), ("params", "params")]
-        rows = [{**asdict(r), "name": "  " * r.depth + r.name} for r in self.rows]
-        table = Table(columns, rows, {"params": "{:,}".format},
-                      align_left=("name", "type", "inputs", "output"))
-        return table.render(fmt).rstrip("\n")
-
-    __str__ = render
-
-
-def trace_shapes(
-    model: nn.Module, *inputs: Any, include_maps: bool = True, capture: bool = False
-) -> ShapeTrace:
-    """Run ``model(*inputs)`` once (no grad) and list every module call in call order.
-
-    Tracing runs the model's own path: hooks never switch capture on, so position and
-    criss-cross taps stay silent (their fast paths never form the map) unless ``capture``.
-
-    Args:
-        model: the model (its train/eval mode is kept).
-        inputs: the forward arguments, e.g. one (B, C, H, W) tensor.
-        include_maps: also list the :class:`~attn2d.AttentionMap` taps that fire.
-        capture: switch capture on for the pass (:func:`attn2d.capture.capturing`), so the
-            explicit position and criss-cross maps are built and their taps listed.
-
-    Params are each module's own (not recursive), so the column sums to the model total.
-    """
-    from .modules import AttentionMap
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"trace_shapes: expected an nn.Module, got {type(model).__name__}")
-    rows: list[ShapeRow] = []
-    running: list[ShapeRow] = []  # the calls in progress, outermost first
-    handles = []
-
-    def enter(path: str):
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            caller = running[-1].path if running else None
-            inside = caller is not None and (caller == "" or path.startswith(caller + "."))
-            name = path[len(caller) + bool(caller):] if inside else (path or "(model)")
-            row = ShapeRow(path, name, type(module).__name__, len(running),
-                           _describe(args[0] if len(args) == 1 else args), "?",
-                           sum(p.numel() for p in module.parameters(recurse=False)))
-            rows.append(row)
-            running.append(row)
-
-        return hook
-
-    def leave(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        running.pop().output = _describe(output)
-
-    try:
-        for path, module in model.named_modules():
-            if not include_maps and isinstance(module, AttentionMap):
-                continue
-            handles.append(module.register_forward_pre_hook(enter(path)))
-            handles.append(module.register_forward_hook(leave))
-        with torch.no_grad(), capturing(model) if capture else contextlib.nullcontext():
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return ShapeTrace(rows)
-
-
-# -- gradient check -----------------------------------------------------------------------
-
-
-@dataclass
-class GradcheckReport:
-    """Result of :func:`check_gradients`: one ``(what, shape, passed, detail)`` per check."""
-
-    module: str
-    input_shape: tuple[int, ...]
-    checks: list[tuple[str, tuple[int, ...], bool, str]]
-
-    @property
-    def passed(self) -> bool:
-        return all(ok for _, _, ok, _ in self.checks)
-
-    def render(self) -> str:
-        head = (f"gradcheck {self.module} on input {tuple(self.input_shape)} (float64, eval "
-                f"mode): {'PASS' if self.passed else 'FAIL'}")
-        width = max(len(w) for w, *_ in self.checks)
-        lines = [head]
-        for what, shape, ok, detail in self.checks:
-            line = f"  {'ok  ' if ok else 'FAIL'}  {what.ljust(width)}  {tuple(shape)}"
-            lines.append(line + (f"\n        {detail}" if detail else ""))
-        return "\n".join(lines)
-
-    __str__ = render
-
-
-def _first_lines(message: str, n: int = 3) -> str:
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    return " | ".join(lines[:n])
-
-
-def check_gradients(
-    module_or_spec: nn.Module | str,
-    input_shape: Sequence[int],
-    channels: int | None = None,
-    *,
-    train: bool = False,
-    seed: int = 0,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
-) -> GradcheckReport:
-    """:func:`torch.autograd.gradcheck` of a module w.r.t. its input and each parameter.
-
-    The module is deep-copied and converted to float64 (the original is untouched), then
-    put in eval mode: gradcheck evaluates the function hundreds of times and compares
-    finite differences with autograd, so it must be the same deterministic function on
-    every call: dropout must be off, and BatchNorm must use its running statistics (a
-    fixed affine map) rather than update them on every call. ``train=True`` checks train
-    mode instead (BatchNorm then normalises with batch statistics, still deterministic).
-
-    Args:
-        module_or_spec: a module, or a registry spec string such as ``"cbam"``.
-        input_shape: (B, C, H, W) of the random test input; keep it small (every input
-            and parameter element costs two forward passes).
-        channels: channels for a spec string; default ``input_shape[1]``.
-        train: check in train mode instead of eval mode.
-        seed: seed of the random input.
-        atol, rtol: gradcheck tolerances.
-    """
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) < 1 or any(d < 1 for d in shape):
-        raise ValueError(f"check_gradients: expected a positive input shape such as "
-                         f"(1, 8, 5, 5), got {tuple(input_shape)}")
-    if isinstance(module_or_spec, str):
-        name = module_or_spec
-        module = create(module_or_spec, channels if channels is not None else shape[1])
-    elif isinstance(module_or_spec, nn.Module):
-        name = type(module_or_spec).__name__
-        module = copy.deepcopy(module_or_spec)
-    else:
-        raise TypeError("check_gradients: expected an nn.Module or a spec string, got "
-                        f"{type(module_or_spec).__name__}")
-    module = module.double().train(train)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
-    names = [n for n, p in module.named_parameters() if p.requires_grad]
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
-
-    checks = []
-    for what in ["input", *names]:
-        def f(t: Tensor, what: str = what) -> Tensor:
-            if what == "input":
-                return functional_call(module, params, (t,))
-            return functional_call(module, {**params, what: t}, (x,))
-
-        target = x if what == "input" else params[what]
-        try:
-            ok = torch.autograd.gradcheck(f, (target,), eps=1e-6, atol=atol, rtol=rtol,
-                                          raise_exception=True)
-            detail = ""
-        except GradcheckError as err:
-            ok, detail = False, _first_lines(str(err))
-        except RuntimeError as err:  # e.g. an output that does not require grad
-            ok, detail = False, f"{type(err).__name__}: {_first_lines(str(err), 2)}"
-        checks.append((what, tuple(target.shape), bool(ok), detail))
-    return GradcheckReport(name, shape, checks)
-
-
-# -- attention statistics -----------------------------------------------------------------
+__all__ = ["MapStats", "attention_stats", "collect_attention_stats", "format_stats"]
 
 LOW, HIGH = 0.05, 0.95
 UNIFORM_STD = 0.01  # a gate whose weights differ by less than this scales everything alike
@@ -444,7 +219,7 @@ def attention_stats(
              if isinstance(maps, Mapping) else [(r.label, r.kind, r.tensor) for r in maps])
     for label, kind, tensor in items:
         if not isinstance(tensor, Tensor):
-            raise TypeError(f"attention_stats: expected a tensor for {label!r}, got "
+            raise Attn2dError(f"attention_stats: expected a tensor for {label!r}, got "
                             f"{type(tensor).__name__}")
         acc = accs.setdefault(label, _Accumulator(label, kind, sample_size, gen))
         acc.update(tensor)

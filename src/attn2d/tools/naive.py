@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._base.errors import Attn2dError
+
 __all__ = ["DENSE_MAPS", "dense_map_bytes", "naive_version"]
 
 # How many N×N (or, for criss-cross, N×N plus its mask) tensors each naive position
@@ -458,7 +460,7 @@ def _build(module: nn.Module) -> nn.Module:
                           module.channel.invert)
     if kind == "CrissCrossAttention":
         return NaiveCrissCross(module.channels, module.query.out_channels, module.recurrence)
-    raise TypeError(f"naive_version: expected an attn2d mechanism, got {kind}")
+    raise Attn2dError(f"naive_version: expected an attn2d mechanism, got {kind}")
 
 
 def naive_version(module: nn.Module) -> nn.Module:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,15 +39,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ._io import write_atomic
-from ._shape import parse_shape
-from .modules import _cross  # noqa: F401  (registers the attn2d::criss_cross operators)
-from .modules._common import AttentionMap
-from .tables import Table, format_for
+from .._base.errors import Attn2dError
+from .._base.io import write_atomic
+from .._base.shape import parse_shape
+from .._base.tables import Table, format_for
+from ..modules import _cross  # noqa: F401  (registers the attn2d::criss_cross operators)
+from .counting import FLOP_FORMULAS, ModuleCounts, flop_counter, hooked_modules, run_counted
 
 __all__ = [
     "FLOP_FORMULAS",
@@ -59,300 +56,6 @@ __all__ = [
     "profile",
 ]
 
-aten = torch.ops.aten
-
-
-Shape = Sequence[int]
-
-
-def _sdpa_cpu_flop(
-    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
-) -> int:
-    """The fused CPU kernel does the same two products as the GPU kernels PyTorch counts."""
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _sdpa_cpu_backward_flop(
-    grad_out_shape: Shape, query_shape: Shape, key_shape: Shape, value_shape: Shape,
-    *args: Any, **kwargs: Any,
-) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-def _cross_scores(query_shape: Shape) -> int:
-    b, _, h, w = query_shape
-    return b * h * w * (h + w)
-
-
-def _criss_cross_flop(
-    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
-) -> int:
-    """The fused criss-cross operator does the explicit path's two products: every pixel
-    scores its H + W positions (d wide) and sums as many values (C wide)."""
-    return 2 * _cross_scores(query_shape) * (query_shape[1] + value_shape[1])
-
-
-def _criss_cross_backward_flop(
-    query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, **kwargs: Any
-) -> int:
-    """Recomputed scores (d) and p·vᵀ gradient (C), then dv (C), dq and dk (d each)."""
-    return 2 * _cross_scores(query_shape) * (3 * query_shape[1] + 2 * value_shape[1])
-
-
-#: FLOP formulas (shape functions, PyTorch's convention) for attention kernels that
-#: ``torch.utils.flop_counter`` leaves at zero; usable as
-#: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)``.
-FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
-    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flop,
-    aten._scaled_dot_product_fused_attention_overrideable: _sdpa_cpu_flop,
-    torch.ops.attn2d.criss_cross: _criss_cross_flop,
-    torch.ops.attn2d.criss_cross_backward: _criss_cross_backward_flop,
-}
-
-
-
-def _flop_counter() -> FlopCounterMode:
-    return FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
-
-
-_ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu,
-              aten._scaled_dot_product_fused_attention_overrideable,
-              aten._scaled_dot_product_flash_attention,
-              aten._scaled_dot_product_efficient_attention,
-              aten._scaled_dot_product_cudnn_attention}
-_BIASED = {aten.convolution: 2, aten._convolution: 2, aten.addmm: 0, aten.baddbmm: 0}
-# Ops that only move or create data: memory traffic, no arithmetic.
-_MOVES = frozenset({
-    "clone", "copy", "copy_", "_to_copy", "cat", "stack", "constant_pad_nd", "lift_fresh",
-    "lift_fresh_copy", "detach", "alias", "_unsafe_view", "_reshape_alias", "empty", "empty_like",
-    "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "new_zeros", "ones",
-    "ones_like", "new_ones", "full", "full_like", "new_full", "fill", "fill_", "zero_",
-    "scalar_tensor", "arange", "repeat", "index", "index_select", "gather", "slice_scatter",
-    "select_scatter", "as_strided_scatter", "_local_scalar_dense", "flip", "roll", "contiguous",
-    "resize_", "set_", "randn", "rand", "normal_", "uniform_", "bernoulli_"
-})
-_SOFTMAX = frozenset({"_softmax", "_log_softmax", "_safe_softmax"})
-_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit",
-                    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
-                    "_batch_norm_with_update", "_batch_norm_no_update", "native_layer_norm",
-                    "native_group_norm"})
-_WINDOW_POOLS = frozenset({"max_pool2d_with_indices", "max_pool2d", "avg_pool2d",
-                           "max_pool1d", "avg_pool1d", "max_pool3d_with_indices", "avg_pool3d"})
-_ADAPTIVE_POOLS = frozenset({"_adaptive_avg_pool2d", "adaptive_max_pool2d",
-                             "_adaptive_avg_pool3d", "adaptive_max_pool3d"})
-_EXTRA_POINTWISE = frozenset({"hardswish", "hardsigmoid", "hardtanh", "mish", "elu", "softplus",
-                              "leaky_relu", "threshold", "relu6", "celu", "selu"})
-_HEAVY_REDUCTIONS = frozenset({"var", "std", "var_mean", "std_mean", "logsumexp"})
-
-
-def _tensors(tree: object) -> list[Tensor]:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor)]
-
-
-def _numel(t: object) -> int:
-    return t.numel() if isinstance(t, Tensor) else 0
-
-
-def _read_bytes(t: Tensor) -> int:
-    """Bytes actually read: a broadcast (stride-0) dimension is read once."""
-    n = math.prod(s for s, st in zip(t.shape, t.stride(), strict=True) if st != 0) if t.dim() else 1
-    return n * t.element_size()
-
-
-def _arg(func: Any, args: tuple, kwargs: dict, name: str, default: object = None) -> object:
-    for i, a in enumerate(func._schema.arguments):
-        if a.name == name:
-            return args[i] if i < len(args) else kwargs.get(name, default)
-    return default
-
-
-def _elementwise(func: Any, name: str, args: tuple, kwargs: dict, out: object) -> int | None:
-    """Elementwise ops of one ATen call under the conventions above; None if unknown."""
-    first = next(iter(_tensors(args)), None)
-    result = next(iter(_tensors(out)), None)
-    packet = func._overloadpacket
-    if packet in _BIASED:
-        bias = args[_BIASED[packet]] if len(args) > _BIASED[packet] else None
-        return _numel(result) if isinstance(bias, Tensor) else 0
-    if func._overloadpacket in _ATTENTION:
-        q, k = args[0], args[1]
-        scores = math.prod(q.shape[:-1]) * k.shape[-2]
-        scaled = _arg(func, args, kwargs, "scale") != 1.0  # None means 1/sqrt(d)
-        return (6 if scaled else 5) * scores
-    if packet is torch.ops.attn2d.criss_cross:  # softmax over each cross, then γ·out
-        return 5 * _cross_scores(args[0].shape) + _numel(result)
-    base = name.rstrip("_")
-    if name in _MOVES or base in _MOVES:
-        return 0
-    if torch.Tag.pointwise in func.tags or base in _EXTRA_POINTWISE:
-        return _numel(result)
-    if torch.Tag.reduction in func.tags:
-        return _numel(first) * (3 if base in _HEAVY_REDUCTIONS else 1)
-    if base in _SOFTMAX:
-        return 5 * _numel(first)
-    if base in _NORMS:
-        stats = base in ("native_layer_norm", "native_group_norm") or bool(
-            _arg(func, args, kwargs, "training", "no_training" not in base
-                 and "no_update" not in base))
-        return (4 if stats else 2) * _numel(first)
-    if base in _WINDOW_POOLS:
-        kernel = _arg(func, args, kwargs, "kernel_size")
-        window = math.prod(kernel) if isinstance(kernel, (list, tuple)) else int(kernel)
-        return _numel(result) * window
-    if base in _ADAPTIVE_POOLS:
-        return _numel(first)
-    return None
-
-
-@dataclass
-class _Stats:
-    """What one module did itself (children excluded), summed over its calls."""
-
-    macs: int = 0
-    elementwise: int = 0
-    activation: int = 0
-    read: int = 0
-    written: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-    order: float = math.inf
-    inputs: str = "-"
-    outputs: str = "-"
-
-
-def _shapes(tree: object) -> str:
-    found = _tensors(tree)
-    return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in found) if found else "-"
-
-
-class _Counter(TorchDispatchMode):
-    """Adds every ATen call's elementwise work and bytes to the module on top of ``stack``;
-    ``formulas`` are the ops the MAC counter knows."""
-
-    def __init__(self, stats: dict[str, _Stats], stack: list[str],
-                 uncounted: dict[str, int], formulas: dict[Any, Any]) -> None:
-        super().__init__()
-        self.stats, self.stack, self.uncounted = stats, stack, uncounted
-        self.formulas = formulas
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func.is_view or torch.Tag.inplace_view in func.tags:
-            return out
-        s = self.stats[self.stack[-1]]
-        name = func._overloadpacket.__name__
-        ew = _elementwise(func, name, args, kwargs, out)
-        if ew is None and func._overloadpacket not in self.formulas and _tensors(out):
-            self.uncounted[name] = self.uncounted.get(name, 0) + 1
-        s.elementwise += ew or 0
-        s.read += sum(_read_bytes(t) for t in _tensors((args, kwargs)))
-        s.written += sum(t.numel() * t.element_size() for t in _tensors(out))
-        return out
-
-
-def _hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    # Taps are identities: hooked, each would count the weights it passes on as an output
-    # of its own, although the weights are their owner's working memory.
-    return [(p, m) for p, m in model.named_modules() if not isinstance(m, AttentionMap)]
-
-
-def _own_macs(model: nn.Module, counter: FlopCounterMode) -> dict[str, int]:
-    """Each module's MACs less its children's, from the counter's per-module totals (keyed
-    by the root's class name and the module path)."""
-    totals = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
-    root = type(model).__name__
-
-    def total(path: str) -> int:
-        return totals.get(f"{root}.{path}" if path else root, 0)
-
-    own = {}
-    for path, module in model.named_modules():
-        children = (f"{path}.{name}" if path else name for name, _ in module.named_children())
-        own[path] = (total(path) - sum(total(c) for c in children)) // 2
-    return own
-
-
-def _run_counted(
-    model: nn.Module, x: Tensor, timing_runs: int
-) -> tuple[dict[str, _Stats], dict[str, int], float]:
-    """One counted forward pass, then ``timing_runs`` timed ones; self stats per path."""
-    stats: dict[str, _Stats] = defaultdict(_Stats)
-    stack: list[str] = []
-    times: list[list] = []  # [path, start, children's time]
-    seen: set[int] = {x.untyped_storage().data_ptr()}
-    keep: list[Tensor] = [x]  # holds outputs alive so no storage address is reused
-    timing = False
-    clock = [0]
-
-    HookFn = Callable[..., None]
-
-    def pre(path: str) -> HookFn:
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            s = stats[path]
-            if timing:
-                times.append([path, time.perf_counter(), 0.0])
-                return
-            stack.append(path)
-            s.calls += 1
-            if s.calls == 1:
-                s.order, s.inputs = clock[0], _shapes(inputs)
-                clock[0] += 1
-        return hook
-
-    def post(path: str) -> HookFn:
-        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            if timing:
-                _, start, inner = times.pop()
-                spent = time.perf_counter() - start
-                stats[path].seconds += spent - inner
-                if times:
-                    times[-1][2] += spent
-                return
-            stack.pop()
-            s = stats[path]
-            if s.calls == 1 and s.outputs == "-":
-                s.outputs = _shapes(output)
-            for t in _tensors(output):
-                ptr = t.untyped_storage().data_ptr()
-                if ptr not in seen:
-                    seen.add(ptr)
-                    keep.append(t)
-                    s.activation += t.numel() * t.element_size()
-        return hook
-
-    handles = []
-    for path, module in _hooked_modules(model):
-        handles.append(module.register_forward_pre_hook(pre(path)))
-        handles.append(module.register_forward_hook(post(path), always_call=True))
-    uncounted: dict[str, int] = {}
-    forward_s = math.nan
-    counter = _flop_counter()
-    try:
-        with torch.no_grad():
-            stack.append("")  # ops outside any module's own code: the root row
-            with counter, _Counter(stats, stack, uncounted, counter.flop_registry):
-                model(x)
-            keep.clear()
-            for path, macs in _own_macs(model, counter).items():
-                if macs:
-                    stats[path].macs = macs
-            if timing_runs > 0:
-                timing = True
-                model(x)  # warm-up
-                for s in stats.values():
-                    s.seconds = 0.0
-                start = time.perf_counter()
-                for _ in range(timing_runs):
-                    model(x)
-                forward_s = (time.perf_counter() - start) / timing_runs
-    finally:
-        for h in handles:
-            h.remove()
-    return stats, uncounted, forward_s
 
 
 @dataclass
@@ -462,15 +165,15 @@ def _batch_shape(input_shape: Sequence[int], channels: int | None) -> tuple[int,
     shape = parse_shape(input_shape, (2, 3, 4), owner="profile", name="input_shape")
     if len(shape) == 2:
         if channels is None:
-            raise ValueError(f"profile: expected (C, H, W), (B, C, H, W) or (H, W) with "
+            raise Attn2dError(f"profile: expected (C, H, W), (B, C, H, W) or (H, W) with "
                              f"channels=, got {shape} and no channels")
         shape = (channels, *shape)
     if len(shape) == 3:
         shape = (1, *shape)
     if len(shape) != 4:
-        raise ValueError(f"profile: expected input_shape (C, H, W) or (B, C, H, W), got {shape}")
+        raise Attn2dError(f"profile: expected input_shape (C, H, W) or (B, C, H, W), got {shape}")
     if channels is not None and shape[1] != channels:
-        raise ValueError(f"profile: expected the input to have channels={channels}, "
+        raise Attn2dError(f"profile: expected the input to have channels={channels}, "
                          f"got shape {shape}")
     return shape
 
@@ -480,19 +183,19 @@ def _build(
 ) -> nn.Module:
     if isinstance(target, nn.Module):
         if model_kwargs:
-            raise ValueError(f"profile: expected no model options ({', '.join(model_kwargs)}) "
+            raise Attn2dError(f"profile: expected no model options ({', '.join(model_kwargs)}) "
                              "with a ready-built module")
         return target
     if not isinstance(target, str):
-        raise TypeError(f"profile: expected an nn.Module, a model name or a mechanism spec, "
+        raise Attn2dError(f"profile: expected an nn.Module, a model name or a mechanism spec, "
                         f"got {type(target).__name__}")
-    from .models import create_model, is_model_name, list_models
-    from .registry import create
+    from ..models import create_model, is_model_name, list_models
+    from ..modules.registry import create
 
     if is_model_name(target):
         return create_model(target, in_channels=shape[1], **model_kwargs)
     if model_kwargs:
-        raise ValueError(f"profile: expected a model name ({', '.join(list_models())}) with "
+        raise Attn2dError(f"profile: expected a model name ({', '.join(list_models())}) with "
                          f"{', '.join(model_kwargs)}, got mechanism spec {target!r}")
     return create(target, shape[1])
 
@@ -526,7 +229,7 @@ def count_macs(model: nn.Module, input_or_shape: Tensor | Sequence[int] | str) -
     ``input_or_shape`` is a tensor or a shape: (C, H, W) means a batch of one.
     """
     x = _input_for(model, input_or_shape)
-    counter = _flop_counter()
+    counter = flop_counter()
 
     def run() -> None:
         with counter, torch.no_grad():
@@ -564,7 +267,7 @@ def profile(
     """
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
                               or depth < 0):
-        raise ValueError(f"profile: expected depth as an int >= 0 or None, got {depth!r}")
+        raise Attn2dError(f"profile: expected depth as an int >= 0 or None, got {depth!r}")
     if isinstance(input_shape, Tensor):
         x = input_shape
         model = _build(target, tuple(x.shape), model_kwargs)
@@ -573,13 +276,13 @@ def profile(
         model = _build(target, shape, model_kwargs)
         x = _input_for(model, shape)
     stats, uncounted, forward_s = _with_mode(
-        model, train, lambda: _run_counted(model, x, timing_runs))
-    return _report(model, x, stats, uncounted, forward_s, depth)
+        model, train, lambda: run_counted(model, x, timing_runs))
+    return _profile_report(model, x, stats, uncounted, forward_s, depth)
 
 
-def _report(model: nn.Module, x: Tensor, stats: dict[str, _Stats], uncounted: dict[str, int],
+def _profile_report(model: nn.Module, x: Tensor, stats: dict[str, ModuleCounts], uncounted: dict[str, int],
             forward_s: float, depth: int | None) -> ProfileReport:
-    modules = dict(_hooked_modules(model))
+    modules = dict(hooked_modules(model))
     owned: dict[str, int] = defaultdict(int)
     counted: set[int] = set()
     for path, module in model.named_modules():
@@ -603,12 +306,12 @@ def _report(model: nn.Module, x: Tensor, stats: dict[str, _Stats], uncounted: di
         keep = set(paths)
         rows: dict[str, ProfileRow] = {}
         for p in paths:
-            m, s = modules[p], stats.get(p, _Stats())
+            m, s = modules[p], stats.get(p, ModuleCounts())
             rows[p] = ProfileRow(p or "(root)", type(m).__name__, level(p), s.calls, s.inputs,
                                  s.outputs, 0, 0, 0, 0, 0, 0, 0.0)
         for p in set(modules) | set(owned):
             row = rows[shown(p, keep)]
-            s = stats.get(p, _Stats())
+            s = stats.get(p, ModuleCounts())
             row.params += owned.get(p, 0)
             row.macs += s.macs
             row.elementwise += s.elementwise
@@ -624,7 +327,7 @@ def _report(model: nn.Module, x: Tensor, stats: dict[str, _Stats], uncounted: di
     if no_time:
         for r in ordered:
             r.time_share = math.nan
-    root = stats.get("", _Stats())
+    root = stats.get("", ModuleCounts())
     total = ProfileRow("total", "", 0, 1, root.inputs, root.outputs,
                        *(sum(getattr(r, k) for r in ordered) for k in _SUMMED[:-1]),
                        math.nan if no_time else 1.0)
@@ -648,8 +351,8 @@ def cost_table(
         num_classes: classifier outputs.
         placement: ``"block"`` / ``"stage"`` for all, or None for each mechanism's default.
     """
-    from .models import create_model
-    from .registry import available, lookup
+    from ..models import create_model
+    from ..modules.registry import available, lookup
 
     shape = _batch_shape(input_shape, None)
     specs = list(mechanisms) if mechanisms is not None else [m.name for m in available()]
@@ -679,4 +382,3 @@ def cost_table(
 
 def _macs_text(n: int) -> str:
     return f"{n / 1e9:.3f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
-

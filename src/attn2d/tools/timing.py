@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import torch
 
+from .._base.errors import Attn2dError
+
 __all__ = ["CLOCKS", "MIN_SAMPLE_S", "cpu_peak_memory", "get_clock", "peak_memory", "sync",
            "time_interleaved"]
 
@@ -45,7 +47,7 @@ def get_clock(name: Clock) -> Callable[[], float]:
         return time.perf_counter
     if name == "cpu":
         return time.process_time
-    raise ValueError(f"attn2d timing: expected clock in {CLOCKS}, got {name!r}")
+    raise Attn2dError(f"attn2d timing: expected clock in {CLOCKS}, got {name!r}")
 
 
 def sync(device: torch.device | str) -> None:
@@ -111,7 +113,7 @@ def peak_memory(step: Callable[[], None], device: torch.device | str = "cpu") ->
         torch.cuda.synchronize(device)
         return max(0, torch.cuda.max_memory_allocated(device) - base)
     if device.type != "cpu":
-        raise ValueError(f"attn2d timing: expected a cpu or cuda device for peak memory, "
+        raise Attn2dError(f"attn2d timing: expected a cpu or cuda device for peak memory, "
                          f"got {device}")
     return cpu_peak_memory(step)
 

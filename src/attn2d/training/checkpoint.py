@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import save_torch
+from .._base.errors import Attn2dError
+from .._base.io import save_torch
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -38,14 +39,14 @@ def _load(path: PathLike, what: str) -> Any:
     """``torch.load(weights_only=True)`` with one clear error for anything unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"attn2d: expected {what} file, got no file at {path}")
+        raise Attn2dError(f"expected {what} file, got no file at {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"attn2d: expected {what} at {path}, got an empty file")
+        raise Attn2dError(f"expected {what} at {path}, got an empty file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for truncated or foreign files
         detail = next((line for line in str(err).splitlines() if line.strip()), "")
-        raise ValueError(f"attn2d: expected {what} at {path}, got an unreadable file "
+        raise Attn2dError(f"expected {what} at {path}, got an unreadable file "
                          f"({type(err).__name__}{': ' + detail[:160] if detail else ''})"
                          ) from None
 
@@ -63,10 +64,10 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 
 def _checked(checkpoint: object, path: PathLike) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"attn2d: expected an attn2d checkpoint at {path} (written by "
+        raise Attn2dError(f"expected an attn2d checkpoint at {path} (written by "
                          f"attn2d train), got {_describe(checkpoint)}")
     if checkpoint.get("version") not in _READABLE_VERSIONS:
-        raise ValueError(f"attn2d: expected checkpoint version {CHECKPOINT_VERSION} at {path}, "
+        raise Attn2dError(f"expected checkpoint version {CHECKPOINT_VERSION} at {path}, "
                          f"got {checkpoint.get('version')!r}")
     return checkpoint
 
@@ -91,7 +92,7 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
         obj = next((obj[k] for k in ("state_dict", "model", "state_dict_ema", "model_state")
                     if _is_state_dict(obj.get(k))), obj)
     if not _is_state_dict(obj):
-        raise ValueError(f"attn2d: expected a state dict (parameter name -> tensor) or an "
+        raise Attn2dError(f"expected a state dict (parameter name -> tensor) or an "
                          f"attn2d checkpoint at {path}, got {_describe(obj)}")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}

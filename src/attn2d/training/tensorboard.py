@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .capture import AttentionRecorder
+from .._base.errors import Attn2dError
+from ..modules.capture import AttentionRecorder
 
 __all__ = ["TensorBoardLog", "map_image"]
 
@@ -42,7 +43,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ValueError("attn2d train: expected the tensorboard package for "
+            raise Attn2dError("expected the tensorboard package for "
                              "--tensorboard, got none installed; pip install "
                              "'attn2d[tensorboard]'") from None
         self.writer = SummaryWriter(log_dir=str(folder))

@@ -10,7 +10,13 @@
 
 from __future__ import annotations
 
-from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps, merge_records
+from ..modules.capture import (
+    AttentionRecorder,
+    FeatureRecorder,
+    MapRecord,
+    attention_maps,
+    merge_records,
+)
 from .comparison import plot_accuracy, plot_curves, plot_tradeoff
 from .maps import (
     compose_criss_cross,
@@ -20,6 +26,7 @@ from .maps import (
     key_grid,
     position_query,
 )
+from .pictures import Example, mechanism_paths, visualize_example
 from .plots import (
     plot_affinity_matrix,
     plot_attention_histograms,
@@ -32,7 +39,6 @@ from .plots import (
     read_metrics,
     save_figure,
 )
-from .report import Example, mechanism_paths, visualize_example
 
 __all__ = [
     "AttentionRecorder",

@@ -22,6 +22,7 @@ from matplotlib.patches import ConnectionPatch, Patch
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
+from .._base.errors import Attn2dError
 from ..stats import BETTER, WORSE, t_interval
 from .plots import PathLike, _finish, _suptitle
 
@@ -39,11 +40,11 @@ def _rows(rows: Sequence[Mapping[str, Any]], owner: str,
           keys: Sequence[str] = ROW_KEYS) -> list[Mapping[str, Any]]:
     rows = list(rows)
     if not rows:
-        raise ValueError(f"{owner}: expected at least one row, got none")
+        raise Attn2dError(f"{owner}: expected at least one row, got none")
     for row in rows:
         missing = [k for k in keys if k not in row]
         if missing:
-            raise ValueError(f"{owner}: expected keys {', '.join(keys)} in every row, got a row "
+            raise Attn2dError(f"{owner}: expected keys {', '.join(keys)} in every row, got a row "
                              f"without {', '.join(missing)}")
     return rows
 
@@ -186,15 +187,15 @@ def plot_curves(
         path: PNG to write.
     """
     if band not in ("range", "ci"):
-        raise ValueError(f"plot_curves: expected band 'range' or 'ci', got {band!r}")
+        raise Attn2dError(f"plot_curves: expected band 'range' or 'ci', got {band!r}")
     if not curves:
-        raise ValueError("plot_curves: expected the curves of at least one mechanism, got none")
+        raise Attn2dError("plot_curves: expected the curves of at least one mechanism, got none")
     arrays = {}
     for name, values in curves.items():
         arr = np.asarray(values, dtype=float)
         arr = arr[None] if arr.ndim == 1 else arr
         if arr.ndim != 2 or 0 in arr.shape:
-            raise ValueError(f"plot_curves: expected a (seeds, epochs) array for {name!r}, got "
+            raise Attn2dError(f"plot_curves: expected a (seeds, epochs) array for {name!r}, got "
                              f"shape {np.asarray(values).shape}")
         arrays[name] = arr
     fig = Figure(figsize=(8.5, 4.6 if len(arrays) <= 10 else 5.6), layout="constrained")

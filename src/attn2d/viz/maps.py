@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._base.errors import Attn2dError
+
 __all__ = [
     "compose_criss_cross",
     "criss_cross_dense",
@@ -26,14 +28,14 @@ __all__ = [
 def _check_cell(query: tuple[int, int], size: tuple[int, int], owner: str) -> tuple[int, int]:
     i, j = (int(v) for v in query)
     if not (0 <= i < size[0] and 0 <= j < size[1]):
-        raise ValueError(f"{owner}: expected a query cell inside the {size[0]}×{size[1]} "
+        raise Attn2dError(f"{owner}: expected a query cell inside the {size[0]}×{size[1]} "
                          f"feature grid, got ({i}, {j})")
     return i, j
 
 
 def _check_criss_cross(amap: Tensor, owner: str) -> tuple[int, int]:
     if amap.dim() != 3 or amap.shape[2] != amap.shape[0] + amap.shape[1]:
-        raise ValueError(f"{owner}: expected one image's criss-cross map of shape "
+        raise Attn2dError(f"{owner}: expected one image's criss-cross map of shape "
                          f"(H, W, W + H), got {tuple(amap.shape)}")
     return int(amap.shape[0]), int(amap.shape[1])
 
@@ -75,7 +77,7 @@ def compose_criss_cross(maps: Sequence[Tensor], query: tuple[int, int]) -> Tenso
     passes it covers the whole image (q → its row/column → their rows/columns).
     """
     if not maps:
-        raise ValueError("compose_criss_cross: expected at least one pass, got none")
+        raise Attn2dError("compose_criss_cross: expected at least one pass, got none")
     h, w = _check_criss_cross(maps[0], "compose_criss_cross")
     i, j = _check_cell(query, (h, w), "compose_criss_cross")
     row = criss_cross_dense(maps[-1].double())[i * w + j]  # (N,): q's weights in the last pass
@@ -91,7 +93,7 @@ def key_grid(n_keys: int, feature_size: tuple[int, int]) -> tuple[int, int]:
     for stride in (1, 2, 4):
         if (h // stride) * (w // stride) == n_keys:
             return h // stride, w // stride
-    raise ValueError(f"key_grid: expected {n_keys} keys to tile the {h}×{w} feature grid "
+    raise Attn2dError(f"key_grid: expected {n_keys} keys to tile the {h}×{w} feature grid "
                      "or a 2× / 4× pooled version of it, got no match")
 
 
@@ -106,17 +108,17 @@ def position_query(
         feature_size: (H, W) of the queries' grid; default square.
     """
     if amap.dim() != 2:
-        raise ValueError(f"position_query: expected one image's (Nq, Nk) map, got shape "
+        raise Attn2dError(f"position_query: expected one image's (Nq, Nk) map, got shape "
                          f"{tuple(amap.shape)}")
     n_q, n_k = amap.shape
     if feature_size is None:
         side = round(n_q**0.5)
         if side * side != n_q:
-            raise ValueError(f"position_query: expected feature_size for a non-square map, "
+            raise Attn2dError(f"position_query: expected feature_size for a non-square map, "
                              f"got {n_q} queries and no size")
         feature_size = (side, side)
     if feature_size[0] * feature_size[1] != n_q:
-        raise ValueError(f"position_query: expected {n_q} queries to fill feature_size "
+        raise Attn2dError(f"position_query: expected {n_q} queries to fill feature_size "
                          f"{feature_size}, got {feature_size[0] * feature_size[1]}")
     i, j = _check_cell(query, feature_size, "position_query")
     return amap[i * feature_size[1] + j].view(key_grid(n_k, feature_size))
@@ -129,6 +131,6 @@ def gate_picture(gate: Tensor) -> Tensor:
     (C, 1, W) width gates (these stay 1 pixel thick; the plot stretches them).
     """
     if gate.dim() != 3:
-        raise ValueError(f"gate_picture: expected one image's gate of shape (C, H, W), got "
+        raise Attn2dError(f"gate_picture: expected one image's gate of shape (C, H, W), got "
                          f"{tuple(gate.shape)}")
     return gate.float().mean(0)

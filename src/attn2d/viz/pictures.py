@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
+from .._base.errors import Attn2dError
 from ..data import DataSpec, dataset_info, denormalize, get_dataset
-from ..debug import collect_attention_stats
-from ..registry import outermost_mechanisms
+from ..modules.capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
+from ..modules.registry import outermost_mechanisms
+from ..tools.map_stats import collect_attention_stats
 from . import maps as M
 from . import plots
 
@@ -162,15 +163,15 @@ def visualize_example(
             ``False`` they are skipped.
     """
     if example.x.dim() != 3:
-        raise ValueError(f"visualize_example: expected a (C, H, W) image, got shape "
+        raise Attn2dError(f"visualize_example: expected a (C, H, W) image, got shape "
                          f"{tuple(example.x.shape)}")
     if pictures is not None and set(pictures) - set(PICTURES):
-        raise ValueError(f"visualize: expected pictures among {', '.join(PICTURES)}, got "
+        raise Attn2dError(f"visualize: expected pictures among {', '.join(PICTURES)}, got "
                          f"{sorted(set(pictures) - set(PICTURES))}")
     size = (int(example.x.shape[1]), int(example.x.shape[2]))
     query = query if query is not None else (size[0] // 2, size[1] // 2)
     if not (0 <= query[0] < size[0] and 0 <= query[1] < size[1]):
-        raise ValueError(f"visualize_example: expected a query pixel inside the {size[0]}×"
+        raise Attn2dError(f"visualize_example: expected a query pixel inside the {size[0]}×"
                          f"{size[1]} image, got {tuple(query)}")
     groups = mechanism_paths(model)
     stages = list(getattr(model, "stage_names", ())) if not groups else []
@@ -178,7 +179,7 @@ def visualize_example(
         unknown = [p for p in layers if p not in groups and p not in stages]
         if unknown:
             valid = ", ".join([*groups, *stages]) or "(none)"
-            raise ValueError(f"visualize: expected layers among {valid}, got {unknown}")
+            raise Attn2dError(f"visualize: expected layers among {valid}, got {unknown}")
         stages = [p for p in stages if p in layers]
     drawn = [p for p in groups if layers is None or p in layers]
     was_training = model.training
@@ -245,7 +246,7 @@ def _allowed_pictures(records: Sequence[MapRecord], groups: dict, stages: Sequen
 def _check_pictures(pictures: Sequence[str] | None, allowed: Sequence[str]) -> None:
     missing = [p for p in pictures or () if p not in allowed]
     if missing:
-        raise ValueError(f"attn2d visualize: expected --pictures among those this model "
+        raise Attn2dError(f"attn2d visualize: expected --pictures among those this model "
                          f"allows ({', '.join(allowed) or 'none'}), got {', '.join(missing)}")
 
 
@@ -357,9 +358,9 @@ def load_subject(
     """
     if checkpoint is not None:
         if model is not None or attention is not None:
-            raise ValueError("attn2d: expected either a checkpoint or --model/--attention, "
+            raise Attn2dError("expected either a checkpoint or --model/--attention, "
                              "got both")
-        from ..train import load_model
+        from ..training import load_model
 
         net, config = load_model(checkpoint)
         spec = DataSpec.from_mapping(config)
@@ -368,14 +369,14 @@ def load_subject(
         if data_dir is not None:
             spec = dataclasses.replace(spec, data_dir=data_dir)
         if spec.dataset == "custom":
-            raise ValueError(f"attn2d: expected a run on a named dataset or folder, got "
+            raise Attn2dError(f"expected a run on a named dataset or folder, got "
                              f"{checkpoint}, trained on Dataset objects; pass --dataset")
         att = config.get("attention") or "none"
         title = f"{config.get('model', 'model')} + {att}"
         metrics = Path(checkpoint).parent / "metrics.jsonl"
         return Subject(net, spec, title, metrics if metrics.is_file() else None)
     if model is None:
-        raise ValueError("attn2d: expected --checkpoint or --model (with --attention), got "
+        raise Attn2dError("expected --checkpoint or --model (with --attention), got "
                          "neither")
     from ..models import create_model
 
@@ -392,7 +393,7 @@ def sample_batches(data: DataSpec | str, images: int, batch_size: int = 64,
     """The first ``images`` normalised images of a split, without augmentation, in batches."""
     ds = get_dataset(data, split, augment=False)
     if not 1 <= images <= len(ds):
-        raise ValueError(f"attn2d: expected 1 <= images <= {len(ds)}, got {images}")
+        raise Attn2dError(f"expected 1 <= images <= {len(ds)}, got {images}")
     return [torch.stack([ds[i][0] for i in range(start, min(images, start + batch_size))])
             for start in range(0, images, batch_size)]
 
@@ -418,7 +419,7 @@ def visualize(
     info = dataset_info(subject.data)
     ds = get_dataset(subject.data, split, augment=False)
     if not 0 <= index < len(ds):
-        raise ValueError(f"attn2d visualize: expected 0 <= index < {len(ds)}, got {index}")
+        raise Attn2dError(f"attn2d visualize: expected 0 <= index < {len(ds)}, got {index}")
     x, label = ds[index]
     example = Example(x, denormalize(x, info), f"{split} #{index}: {info.classes[label]}",
                       info.classes)

@@ -25,10 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from .. import _io
+from .._base import io as _io
+from .._base.errors import Attn2dError
 
 if TYPE_CHECKING:  # for annotations only: debug sits below viz and needs no import here
-    from ..debug import MapStats
+    from ..tools.map_stats import MapStats
 
 __all__ = [
     "plot_affinity_matrix",
@@ -63,7 +64,7 @@ def _array(t: Tensor | np.ndarray, dims: int | tuple[int, ...], owner: str) -> n
     arr = t.detach().float().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t, float)
     allowed = (dims,) if isinstance(dims, int) else dims
     if arr.ndim not in allowed:
-        raise ValueError(f"{owner}: expected a {' or '.join(f'{d}-D' for d in allowed)} "
+        raise Attn2dError(f"{owner}: expected a {' or '.join(f'{d}-D' for d in allowed)} "
                          f"array, got shape {arr.shape}")
     return arr
 
@@ -77,7 +78,7 @@ def _display_image(image: Tensor | np.ndarray, owner: str) -> tuple[np.ndarray, 
         elif arr.shape[0] == 3:
             arr = arr.transpose(1, 2, 0)
         else:
-            raise ValueError(f"{owner}: expected an image of shape (1 or 3, H, W) or (H, W), "
+            raise Attn2dError(f"{owner}: expected an image of shape (1 or 3, H, W) or (H, W), "
                              f"got shape {arr.shape}")
     arr = np.clip(arr, 0.0, 1.0)
     return arr, ("gray" if arr.ndim == 2 else None)
@@ -148,7 +149,7 @@ def plot_channel_weights(
     w = _array(weights, 1, "plot_channel_weights")
     names = list(labels) if labels is not None else [str(i) for i in range(len(w))]
     if len(names) != len(w):
-        raise ValueError(f"plot_channel_weights: expected {len(w)} labels, got {len(names)}")
+        raise Attn2dError(f"plot_channel_weights: expected {len(w)} labels, got {len(names)}")
     order = np.argsort(-w, kind="stable") if sort else np.arange(len(w))
     fig = Figure(figsize=(max(5.0, min(12.0, 0.12 * len(w) + 3)), 3.2), layout="constrained")
     ax = fig.add_subplot()
@@ -232,7 +233,7 @@ def plot_feature_grid(
     f = _array(features, 3, "plot_feature_grid")
     n = min(int(k), f.shape[0])
     if n < 1:
-        raise ValueError(f"plot_feature_grid: expected k >= 1, got {k}")
+        raise Attn2dError(f"plot_feature_grid: expected k >= 1, got {k}")
     cols = min(columns, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(1.3 * cols + 0.3, 1.35 * rows + 0.5), layout="constrained")
@@ -277,7 +278,7 @@ def plot_top_channels(
     else:
         s = _array(scores, 1, "plot_top_channels")
         if len(s) != f.shape[0]:
-            raise ValueError(f"plot_top_channels: expected {f.shape[0]} scores (one per "
+            raise Attn2dError(f"plot_top_channels: expected {f.shape[0]} scores (one per "
                              f"channel), got {len(s)}")
     n = min(int(k), f.shape[0])
     top = np.argsort(-s, kind="stable")[:n]
@@ -321,7 +322,7 @@ def plot_query_attention(
     """
     img, cmap = _display_image(image, "plot_query_attention")
     if not panels:
-        raise ValueError("plot_query_attention: expected at least one (title, map) panel, got 0")
+        raise Attn2dError("plot_query_attention: expected at least one (title, map) panel, got 0")
     fig = Figure(figsize=(2.9 * (len(panels) + 1) + 0.3, 2.9), layout="constrained")
     axes = fig.subplots(1, len(panels) + 1)
     _show_image(axes[0], img, cmap, image_title)
@@ -385,7 +386,7 @@ def plot_attention_histograms(
         path: PNG to write.
     """
     if not stats:
-        raise ValueError("plot_attention_histograms: expected statistics of at least one map, "
+        raise Attn2dError("plot_attention_histograms: expected statistics of at least one map, "
                          "got none")
     cols = min(columns, len(stats))
     rows = math.ceil(len(stats) / cols)
@@ -423,7 +424,7 @@ def read_metrics(path: PathLike) -> list[dict[str, object]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"read_metrics: expected one JSON object per line in "
+                    raise Attn2dError(f"read_metrics: expected one JSON object per line in "
                                      f"{path}, got invalid JSON on line {number}: {err.msg}"
                                      ) from None
     return rows
@@ -462,12 +463,12 @@ def plot_training_curves(
     """
     files = [metrics] if isinstance(metrics, (str, os.PathLike)) else list(metrics)
     if not files:
-        raise ValueError("plot_training_curves: expected at least one metrics file, got none")
+        raise Attn2dError("plot_training_curves: expected at least one metrics file, got none")
     names = list(labels) if labels is not None else [Path(f).resolve().parent.name for f in files]
     runs = [read_metrics(f) for f in files]
     groups = _curve_groups([r for rows in runs for r in rows], keys)
     if not groups:
-        raise ValueError(f"plot_training_curves: expected numeric loss/accuracy keys in "
+        raise Attn2dError(f"plot_training_curves: expected numeric loss/accuracy keys in "
                          f"{', '.join(map(str, files))}, found none")
     fig = Figure(figsize=(4.4 * len(groups), 3.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
