@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from attn2d import available
-from attn2d.tools import bench
 from attn2d._base.io import write_atomic, write_json
 from attn2d._base.tables import Table
+from attn2d.tools import bench
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 import attn2d
-from attn2d.tools import bench
 from attn2d._base.io import write_json
 from attn2d._base.shape import parse_shape
-from attn2d.modules import CrissCrossAttention
 from attn2d._base.tables import Table
+from attn2d.modules import CrissCrossAttention
+from attn2d.tools import bench
 from attn2d.tools.timing import CLOCKS, peak_memory, time_interleaved
 
 SECTIONS = ("cross-time", "scaling", "timm", "cbam-memory")

@@ -39,7 +39,7 @@ import torch
 
 from attn2d._base.io import write_atomic, write_json
 from attn2d._base.tables import Table
-from attn2d.training import StopRequest, TrainConfig, train_step, start, train_one_epoch
+from attn2d.training import StopRequest, TrainConfig, start, train_one_epoch, train_step
 
 MODES = ("eager", "default", "reduce-overhead", "max-autotune")
 

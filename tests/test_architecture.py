@@ -143,8 +143,9 @@ def test_no_source_file_is_longer_than_600_lines():
     assert not long, long
 
 
-@pytest.mark.parametrize("module", ["attn2d.training", "attn2d.tools.map_stats", "attn2d.modules.capture",
-                                    "attn2d.comparison.compare", "attn2d.stats", "attn2d.tools.bench",
+@pytest.mark.parametrize("module", ["attn2d.training", "attn2d.tools.map_stats",
+                                    "attn2d.modules.capture", "attn2d.comparison.compare",
+                                    "attn2d.stats", "attn2d.tools.bench",
                                     "attn2d.data"])
 def test_low_layers_do_not_import_matplotlib(module):
     code = f"import sys, {module}; sys.exit('matplotlib' in sys.modules)"

@@ -10,5 +10,5 @@ from .tools.bench import __all__ as _all0
 
 __all__ = [*_all0]
 
-warnings.warn("attn2d.bench is deprecated: import from attn2d.tools.bench", DeprecationWarning,
-              stacklevel=2)
+warnings.warn("attn2d.bench is deprecated: import from attn2d.tools.bench",
+              DeprecationWarning, stacklevel=2)

@@ -10,5 +10,5 @@ from .modules.capture import __all__ as _all0
 
 __all__ = [*_all0]
 
-warnings.warn("attn2d.capture is deprecated: import from attn2d.modules.capture", DeprecationWarning,
-              stacklevel=2)
+warnings.warn("attn2d.capture is deprecated: import from attn2d.modules.capture",
+              DeprecationWarning, stacklevel=2)

@@ -10,5 +10,5 @@ from .comparison import __all__ as _all0
 
 __all__ = [*_all0]
 
-warnings.warn("attn2d.compare is deprecated: import from attn2d.comparison", DeprecationWarning,
-              stacklevel=2)
+warnings.warn("attn2d.compare is deprecated: import from attn2d.comparison",
+              DeprecationWarning, stacklevel=2)

@@ -6,14 +6,15 @@ Kept so that code written for attn2d 0.1 runs; it warns once and re-exports the 
 
 import warnings
 
-from .tools.trace import *  # noqa: F403
 from .tools.gradcheck import *  # noqa: F403
-from .tools.map_stats import *  # noqa: F403
-from .tools.trace import __all__ as _all0
 from .tools.gradcheck import __all__ as _all1
+from .tools.map_stats import *  # noqa: F403
 from .tools.map_stats import __all__ as _all2
+from .tools.trace import *  # noqa: F403
+from .tools.trace import __all__ as _all0
 
 __all__ = [*_all0, *_all1, *_all2]
 
 warnings.warn("attn2d.debug is deprecated: import from attn2d.tools.trace, attn2d.tools.gradcheck "
-              "or attn2d.tools.map_stats", DeprecationWarning, stacklevel=2)
+              "or attn2d.tools.map_stats",
+              DeprecationWarning, stacklevel=2)

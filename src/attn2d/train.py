@@ -10,5 +10,5 @@ from .training import __all__ as _all0
 
 __all__ = [*_all0]
 
-warnings.warn("attn2d.train is deprecated: import from attn2d.training", DeprecationWarning,
-              stacklevel=2)
+warnings.warn("attn2d.train is deprecated: import from attn2d.training",
+              DeprecationWarning, stacklevel=2)

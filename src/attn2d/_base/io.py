@@ -50,7 +50,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise _disk_full(path, err) or err
+        full = _disk_full(path, err)
+        if full is None:
+            raise
+        raise full from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .validate import fail
+
 __all__ = ["parse_shape"]
 
 _EXAMPLES = {2: "32x32", 3: "3x32x32", 4: "8x64x32x32"}
-
-from .validate import fail
 
 
 def parse_shape(

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.memory_budget_gb <= 0:
         raise Attn2dError(f"attn2d bench: expected --memory-budget-gb > 0, "
-                         f"got {args.memory_budget_gb}")
+                          f"got {args.memory_budget_gb}")
     if any(side < 1 for side in args.scaling_sides):
         raise Attn2dError(f"attn2d bench: expected --scaling-sides >= 1, got {args.scaling_sides}")
     mechanisms = args.mechanisms or [m.name for m in available()]

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                               num_classes=args.num_classes, in_channels=shape[1])
     elif args.attention is not None:
         raise Attn2dError(f"expected --attention only with a model ({', '.join(list_models())}),"
-                         f" got it with mechanism {args.name!r}")
+                          f" got it with mechanism {args.name!r}")
     else:
         module = create(args.name, shape[1])
     module.eval()
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gradcheck:
         if is_model:
             raise Attn2dError("expected --gradcheck with a mechanism (a model is too large to "
-                             f"gradcheck), got model {args.name!r}")
+                              f"gradcheck), got model {args.name!r}")
         report = check_gradients(args.name, shape)
         print()
         print(report.render())

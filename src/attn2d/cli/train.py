@@ -147,23 +147,23 @@ def read_config_file(path: str, owner: str = "attn2d train") -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise Attn2dError(f"{owner}: expected --config to name a JSON file, got {path!r} "
-                         "(no such file)")
+                          "(no such file)")
     try:
         values = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise Attn2dError(f"{owner}: expected --config {path} to be JSON, got invalid JSON at "
-                         f"line {err.lineno}, column {err.colno} ({err.msg})") from None
+                          f"line {err.lineno}, column {err.colno} ({err.msg})") from None
     except UnicodeDecodeError:
         raise Attn2dError(f"{owner}: expected --config {path} to be JSON text, got binary data"
-                         ) from None
+                          ) from None
     if not isinstance(values, dict):
         raise Attn2dError(f"{owner}: expected --config {path} to hold a JSON object of "
-                         f"settings, got a JSON {type(values).__name__}")
+                          f"settings, got a JSON {type(values).__name__}")
     fields = _config_fields()
     unknown = sorted(set(values) - fields)
     if unknown:
         raise Attn2dError(f"{owner}: expected --config {path} to hold only TrainConfig fields, "
-                         f"got unknown keys {unknown}; valid: {', '.join(sorted(fields))}")
+                          f"got unknown keys {unknown}; valid: {', '.join(sorted(fields))}")
     return values
 
 

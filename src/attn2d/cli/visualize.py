@@ -47,7 +47,7 @@ def _query(text: str | None) -> tuple[int, int] | None:
         row, col = (int(v) for v in text.split(","))
     except ValueError:
         raise Attn2dError(f"expected --query as ROW,COL in image pixels, e.g. 14,14, "
-                         f"got {text!r}") from None
+                          f"got {text!r}") from None
     return row, col
 
 

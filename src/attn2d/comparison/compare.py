@@ -83,7 +83,7 @@ def compare(
     in_process = in_process or datasets is not None
     if in_process and jobs > 1:
         raise Attn2dError("expected --jobs 1 with in-process runs (dataset "
-                         f"objects or --in-process), got --jobs {jobs}")
+                          f"objects or --in-process), got --jobs {jobs}")
     device = resolve_device(base.device)
     data = None
     if datasets is not None:
@@ -92,7 +92,7 @@ def compare(
         train_set, test_set = datasets
         if num_classes is None and not hasattr(train_set, "classes"):
             raise Attn2dError("expected num_classes with datasets that have no "
-                             ".classes attribute, got none")
+                              ".classes attribute, got none")
         classes = num_classes if num_classes is not None else len(train_set.classes)
         data = data_from_datasets(train_set, test_set, classes, device, seed=0,
                                   num_workers=base.num_workers)

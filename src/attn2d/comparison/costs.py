@@ -28,7 +28,8 @@ def costs_measured(out: Path, specs: Sequence[str]) -> bool:
     """Whether ``costs.json`` already holds every mechanism (a rerun measures nothing
     again, so its table stays the same)."""
     path = out / "costs.json"
-    return path.is_file() and set(specs) <= set(read_json(path, "a comparison's costs.json")["rows"])
+    return path.is_file() and set(specs) <= set(
+        read_json(path, "a comparison's costs.json")["rows"])
 
 
 def _finished_configs(out: Path, specs: Sequence[str]) -> dict[str, dict[str, Any]]:

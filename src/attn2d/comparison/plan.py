@@ -55,7 +55,7 @@ def split_specs(text: str) -> list[str]:
     """Split ``"none,se,cbam(reduction=8, spatial_kernel=3)"`` on top-level commas only."""
     if not isinstance(text, str):
         raise Attn2dError(f"expected a comma-separated string, got "
-                        f"{type(text).__name__}")
+                          f"{type(text).__name__}")
     specs, depth, current = [], 0, []
     for char in text:
         if char in "([{":

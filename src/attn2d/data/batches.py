@@ -28,15 +28,15 @@ def _check_shard(batch_size: int, rank: int, world: int) -> None:
     for name, value in (("batch_size", batch_size), ("rank", rank), ("world", world)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise Attn2dError(f"attn2d.data: expected {name} to be an int, got "
-                            f"{type(value).__name__}")
+                              f"{type(value).__name__}")
     if batch_size < 1 or world < 1:
         raise Attn2dError(f"attn2d.data: expected batch_size >= 1 and world >= 1, got "
-                         f"batch_size={batch_size}, world={world}")
+                          f"batch_size={batch_size}, world={world}")
     if not 0 <= rank < world:
         raise Attn2dError(f"attn2d.data: expected 0 <= rank < world={world}, got {rank}")
     if batch_size % world:
         raise Attn2dError(f"attn2d.data: expected batch_size divisible by world={world}, got "
-                         f"{batch_size}")
+                          f"{batch_size}")
 
 
 def _shard(order: Tensor, step: int, batch_size: int, rank: int, world: int) -> Tensor:
@@ -130,7 +130,7 @@ class TrainBatches:
         _check_shard(batch_size, 0, 1)
         if batch_size > self._size:
             raise Attn2dError(f"attn2d.data: expected batch_size <= {self._size} training "
-                             f"images, got {batch_size}")
+                              f"images, got {batch_size}")
         return self._size // batch_size
 
     def order(self, epoch: int) -> Tensor:
@@ -177,7 +177,7 @@ class TrainBatches:
         if isinstance(start_step, bool) or not isinstance(start_step, int) \
                 or not 0 <= start_step <= steps:
             raise Attn2dError(f"attn2d.data: expected 0 <= start_step <= {steps}, got "
-                             f"{start_step!r}")
+                              f"{start_step!r}")
         return self.order(epoch), steps
 
 

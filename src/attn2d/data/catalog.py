@@ -136,7 +136,7 @@ def builtin_info(name: str) -> DatasetInfo:
     canonical = canonical_dataset(name)
     if canonical not in _BUILTIN:
         raise Attn2dError(f"attn2d.data: expected a built-in dataset in {tuple(_BUILTIN)}, got "
-                         f"{name!r}")
+                          f"{name!r}")
     return _BUILTIN[canonical]
 
 

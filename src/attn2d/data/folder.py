@@ -14,6 +14,7 @@ Unreadable files are refused or skipped (``bad_images``) before training starts.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._base.errors import Attn2dError
 from .split import Split, _as_list
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ChannelStats", "FolderImages", "FolderLayout", "read_folder", "scan_folder"]
 
@@ -127,7 +130,7 @@ class FolderImages(Dataset):
             if self.careful:
                 return f"{type(error).__name__}: {error}".strip(), label
             raise Attn2dError(f"attn2d.data: expected a readable image, got {path} "
-                             f"({type(error).__name__}: {error})") from error
+                              f"({type(error).__name__}: {error})") from error
 
 
 @dataclass(frozen=True, eq=False)  # one object per scan (cached), hashed by identity
@@ -149,20 +152,20 @@ class _Refusals:
     def __init__(self, bad_images: str) -> None:
         if bad_images not in BAD_IMAGES:
             raise Attn2dError(f"attn2d.data: expected bad_images in {BAD_IMAGES}, got "
-                             f"{bad_images!r}")
+                              f"{bad_images!r}")
         self.skip = bad_images == "skip"
         self.skipped: list[str] = []
 
     def __call__(self, path: str, reason: str) -> None:
         if not self.skip:
             raise Attn2dError(f"attn2d.data: expected a readable image, got {path} ({reason}); "
-                             "pass bad_images='skip' to leave such files out")
+                              "pass --bad-images skip to leave such files out")
         self.skipped.append(path)
 
     def warn(self) -> None:
         if self.skipped:
-            warnings.warn(f"attn2d.data: skipped {len(self.skipped)} unreadable image(s), e.g. "
-                          f"{self.skipped[0]}", stacklevel=3)
+            log.warning("skipped %d unreadable image(s), e.g. %s", len(self.skipped),
+                        self.skipped[0])
 
 
 class _SplitFolder(torchvision.datasets.ImageFolder):
@@ -178,13 +181,13 @@ class _SplitFolder(torchvision.datasets.ImageFolder):
             present, _ = super().find_classes(directory)
         except FileNotFoundError:
             raise Attn2dError(f"attn2d.data: expected class folders in {directory}, got none"
-                             ) from None
+                              ) from None
         if self.train_classes is None:
             return present, {name: i for i, name in enumerate(present)}
         unknown = [name for name in present if name not in self.train_classes]
         if unknown:
             raise Attn2dError(f"attn2d.data: expected the classes of {directory} among those "
-                             f"of the training folder, got {unknown[0]!r} only in {directory}")
+                              f"of the training folder, got {unknown[0]!r} only in {directory}")
         return list(self.train_classes), {name: self.train_classes.index(name)
                                           for name in present}
 
@@ -195,8 +198,8 @@ def _read_split(root: Path, train_classes: tuple[str, ...] | None) -> _SplitFold
     for name, label in split.class_to_idx.items():
         if counts[label] == 0:
             raise Attn2dError(f"attn2d.data: expected images in every class folder, got none "
-                             f"in {root / name} (image files end in "
-                             f"{', '.join(torchvision.datasets.folder.IMG_EXTENSIONS)})")
+                              f"in {root / name} (image files end in "
+                              f"{', '.join(torchvision.datasets.folder.IMG_EXTENSIONS)})")
     return split
 
 
@@ -224,11 +227,11 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
         raise Attn2dError(f"attn2d.data: expected a folder dataset at {root}, got no such folder")
     if not (root / "train").is_dir():
         raise Attn2dError(f"attn2d.data: expected {root / 'train'}/<class>/ image folders, got "
-                         f"no train folder in {root}")
+                          f"no train folder in {root}")
     test_folder = next((name for name in ("test", "val") if (root / name).is_dir()), None)
     if test_folder is None:
         raise Attn2dError(f"attn2d.data: expected {root / 'test'} or {root / 'val'} beside "
-                         f"{root / 'train'}, got neither")
+                          f"{root / 'train'}, got neither")
     refusals = _Refusals(bad_images)
     train = _read_split(root / "train", None)
     test = _read_split(root / test_folder, tuple(train.classes))
@@ -250,7 +253,7 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
         if len(sizes) != 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
             seen = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
             raise Attn2dError(f"attn2d.data: expected image_size for {root}, whose images are "
-                             f"not all one square size, got sizes {seen}")
+                              f"not all one square size, got sizes {seen}")
         image_size = next(iter(sizes))[0]
     layout = FolderLayout(root, tuple(train.classes), kept["train"], kept["test"], test_folder,
                           image_size, channels if channels is not None else 1 if all_grey else 3)
@@ -317,8 +320,8 @@ def read_folder(layout: FolderLayout, *, in_memory: bool, bad_images: str = "err
         missing = sorted(set(range(len(layout.classes))) - set(train.labels().tolist()))
         if missing:
             raise Attn2dError(f"attn2d.data: expected images in every class folder, got only "
-                             f"unreadable ones in "
-                             f"{layout.root / 'train' / layout.classes[missing[0]]}")
+                              f"unreadable ones in "
+                              f"{layout.root / 'train' / layout.classes[missing[0]]}")
         mean, std = stats.result()
         _READS[key] = FolderData(layout, train, test, mean, std)
     return _READS[key]

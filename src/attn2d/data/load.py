@@ -110,8 +110,8 @@ class DataSpec:
             for name in ("image_size", "channels"):
                 if getattr(self, name) is not None:
                     raise fail(None, f"expected {flag(name)} only with --dataset folder:PATH, "
-                                     f"got {flag(name)} {getattr(self, name)} for "
-                                     f"{self.dataset}")
+                               f"got {flag(name)} {getattr(self, name)} for "
+                               f"{self.dataset}")
         check_choice(self.bad_images, BAD_IMAGES, "--bad-images")
         check_choice(self.in_memory, IN_MEMORY, "--in-memory")
         check_flag(self.download, "--download")
@@ -140,14 +140,14 @@ def _statistic(spec: DataSpec, name: str, channels: int) -> tuple[float, ...] | 
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         raise Attn2dError(f"attn2d.data: expected {name} to be a sequence of numbers, got "
-                        f"{value!r}")
+                          f"{value!r}")
     if len(value) != channels:
         raise Attn2dError(f"attn2d.data: expected {channels} {name} value(s), one per channel, "
-                         f"got {len(value)}")
+                          f"got {len(value)}")
     low = 0.0 if name == "mean" else math.ulp(0.0)
     if not all(math.isfinite(v) and v >= low for v in value):
         raise Attn2dError(f"attn2d.data: expected finite {name} values "
-                         f"{'>= 0' if name == 'mean' else '> 0'}, got {tuple(value)}")
+                          f"{'>= 0' if name == 'mean' else '> 0'}, got {tuple(value)}")
     return tuple(float(v) for v in value)
 
 
@@ -273,7 +273,7 @@ def load_data(spec: DataSpec, device: torch.device | str, seed: int) -> Data:
     if spec.val_split is not None:
         if spec.val_split >= len(train):
             raise Attn2dError(f"attn2d.data: expected val_split < {len(train)} training images, "
-                             f"got {spec.val_split}")
+                              f"got {spec.val_split}")
         held_out = stratified_subset(train.labels(), spec.val_split, _VAL_SEED)
         rest = torch.ones(len(train), dtype=torch.bool)
         rest[held_out] = False
@@ -300,17 +300,17 @@ def _first_item(dataset: Dataset, which: str) -> Tensor:
     item = dataset[0]
     if not isinstance(item, tuple | list) or len(item) != 2:
         raise Attn2dError(f"attn2d.data: expected {which} items (image, label), got "
-                        f"{type(item).__name__}")
+                          f"{type(item).__name__}")
     image = item[0]
     if not isinstance(image, Tensor) or image.dim() != 3 or not (
             image.dtype == torch.uint8 or image.is_floating_point()):
         what = (f"{image.dtype} tensor of shape {tuple(image.shape)}"
                 if isinstance(image, Tensor) else type(image).__name__)
         raise Attn2dError(f"attn2d.data: expected {which} images as (C, H, W) uint8 or float "
-                        f"tensors, got {what}")
+                          f"tensors, got {what}")
     if image.shape[1] != image.shape[2]:
         raise Attn2dError(f"attn2d.data: expected square {which} images, got "
-                         f"{tuple(image.shape[1:])}")
+                          f"{tuple(image.shape[1:])}")
     return image
 
 
@@ -366,7 +366,7 @@ def data_from_datasets(
     first = _first_item(train, "train")
     if _first_item(test, "test").shape != first.shape:
         raise Attn2dError(f"attn2d.data: expected test images of the training images' shape "
-                         f"{tuple(first.shape)}, got {tuple(test[0][0].shape)}")
+                          f"{tuple(first.shape)}, got {tuple(test[0][0].shape)}")
     channels, side = first.shape[0], first.shape[1]
     bytes_per_image = first.numel() * (1 if first.dtype == torch.uint8 else 4)
     keep = in_memory == "always" or (in_memory == "auto" and _fits_in_memory(
@@ -376,7 +376,7 @@ def data_from_datasets(
     if isinstance(info, DatasetInfo):
         if (info.in_channels, info.image_size) != (channels, side):
             raise Attn2dError(f"attn2d.data: expected images of {info.in_channels} channels and "
-                             f"side {info.image_size} (from info), got {tuple(first.shape)}")
+                              f"side {info.image_size} (from info), got {tuple(first.shape)}")
         mean, std, num_classes, classes, name = (info.mean, info.std, info.num_classes,
                                                  info.classes, info.name)
     elif isinstance(info, int) and not isinstance(info, bool) and info >= 1:
@@ -396,7 +396,7 @@ def data_from_datasets(
             mean, std = (0.0,) * channels, (1.0,) * channels
     else:
         raise Attn2dError(f"attn2d.data: expected info to be a DatasetInfo or a number of classes "
-                        f">= 1, got {info!r}")
+                          f">= 1, got {info!r}")
     for split, which in zip(splits, ("train", "test"), strict=True):
         if split.targets is not None and len(split.targets) and not (
                 int(split.targets.min()) >= 0 and int(split.targets.max()) < num_classes):

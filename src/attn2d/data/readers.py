@@ -21,6 +21,7 @@ through torchvision's checked download first.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,12 +30,20 @@ import torch
 import torchvision
 from torch import Tensor
 
+from .._base.errors import Attn2dError
 from .._base.io import atomic_path
 
-__all__ = ["SYSTEM_FASHION_MNIST", "read_builtin"]
+__all__ = ["read_builtin", "system_fashion_mnist"]
 
 # Debian's dataset-fashion-mnist installs the original IDX files here.
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def system_fashion_mnist() -> Path:
+    """Where the system's Fashion-MNIST files are: ``$ATTN2D_FASHION_MNIST``, else Debian's
+    folder (the tests point the variable at an empty place, so no test reads the system's
+    copy unknowingly)."""
+    return Path(os.environ.get("ATTN2D_FASHION_MNIST", SYSTEM_FASHION_MNIST))
 _FASHION_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -65,8 +74,8 @@ class _LocalSVHN(torchvision.datasets.SVHN):
                             torchvision.datasets.SVHN.split_list.items()}
 
 
-def _missing(what: str, root: Path, how: str) -> FileNotFoundError:
-    return FileNotFoundError(f"attn2d.data: expected {what} under {root}, got nothing there; {how}")
+def _missing(what: str, root: Path, how: str) -> Attn2dError:
+    return Attn2dError(f"attn2d.data: expected {what} under {root}, got nothing there; {how}")
 
 
 _DOWNLOAD_HINT = "run with --download (needs a network) or unpack {} there"
@@ -124,11 +133,12 @@ def _install_fashion_mnist(raw: Path, source: Path) -> bool:
 def _read_fashion_mnist(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
     raw = root / "FashionMNIST" / "raw"
     present = all((raw / name).is_file() for name in _FASHION_FILES)
-    if not present and not _install_fashion_mnist(raw, SYSTEM_FASHION_MNIST) and not download:
+    system = system_fashion_mnist()
+    if not present and not _install_fashion_mnist(raw, system) and not download:
         raise _missing("FashionMNIST/raw/ (IDX files)", root,
                        f"install Debian's dataset-fashion-mnist (apt-get install "
-                       f"dataset-fashion-mnist, files in {SYSTEM_FASHION_MNIST}) or run "
-                       f"with --download (needs a network)")
+                       f"dataset-fashion-mnist, files in {system}) or run with --download "
+                       "(needs a network)")
     ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=download)
     return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
 

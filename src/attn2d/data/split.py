@@ -74,7 +74,7 @@ class Split:
     def __post_init__(self) -> None:
         if (self.images is None) == (self.dataset is None):
             raise Attn2dError("attn2d.data: expected images or a dataset, got "
-                             f"{'both' if self.images is not None else 'neither'}")
+                              f"{'both' if self.images is not None else 'neither'}")
 
     def __len__(self) -> int:
         return len(self.images if self.images is not None else self.dataset)

@@ -129,7 +129,7 @@ def create_model(
         paths, placement = list(placement), None
         if stages is not None:
             raise Attn2dError(f"create_model: expected stages only with placement 'block' or "
-                             f"'stage', got stages={stages!r} with module paths")
+                              f"'stage', got stages={stages!r} with module paths")
     external = split_source(name)
     if external is None and paths is None and not replace:
         key = name.strip().lower().replace("-", "_")
@@ -137,7 +137,7 @@ def create_model(
             close = difflib.get_close_matches(key, list(_MODELS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise Attn2dError(f"create_model: unknown model {name!r}{hint}; valid: "
-                             f"{', '.join(_MODELS)}, or torchvision:<name> / timm:<name>")
+                              f"{', '.join(_MODELS)}, or torchvision:<name> / timm:<name>")
         return _MODELS[key](num_classes=num_classes, in_channels=in_channels,
                             attention=attention, placement=placement, stages=stages,
                             attention_init=attention_init, **kwargs)

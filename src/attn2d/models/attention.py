@@ -54,7 +54,7 @@ class ResidualBlend(nn.Module):
         super().__init__()
         if not isinstance(mechanism, nn.Module):
             raise Attn2dError(f"ResidualBlend: expected an nn.Module, got "
-                            f"{type(mechanism).__name__}")
+                              f"{type(mechanism).__name__}")
         self.mechanism = mechanism
         self.beta = nn.Parameter(torch.zeros(()))
 
@@ -125,7 +125,7 @@ def load_backbone_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> l
     """
     if not isinstance(state_dict, Mapping):
         raise Attn2dError(f"load_backbone_state: expected a state dict, got "
-                        f"{type(state_dict).__name__}")
+                          f"{type(state_dict).__name__}")
     prefixes = tuple(f"{p}." for p, _ in attention_modules(model))
     own = model.state_dict()
     attention_keys = [k for k in own if k.startswith(prefixes)]
@@ -133,15 +133,15 @@ def load_backbone_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> l
     missing = [k for k in wanted if k not in state_dict]
     if missing:
         raise Attn2dError(f"load_backbone_state: expected key {missing[0]!r} in the state dict, "
-                         f"got none ({len(missing)} of {len(wanted)} model keys missing)")
+                          f"got none ({len(missing)} of {len(wanted)} model keys missing)")
     unexpected = [k for k in state_dict if k not in own and not k.startswith(prefixes)]
     if unexpected:
         raise Attn2dError(f"load_backbone_state: expected only keys of "
-                         f"{type(model).__name__}, got {unexpected[0]!r} "
-                         f"({len(unexpected)} unexpected)")
+                          f"{type(model).__name__}, got {unexpected[0]!r} "
+                          f"({len(unexpected)} unexpected)")
     for key in wanted:
         if tuple(state_dict[key].shape) != tuple(own[key].shape):
             raise Attn2dError(f"load_backbone_state: expected {key!r} of shape "
-                             f"{tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}")
+                              f"{tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}")
     model.load_state_dict({k: state_dict[k] for k in wanted}, strict=False)
     return attention_keys

@@ -66,7 +66,7 @@ def _last_child_norm(block: nn.Module) -> nn.Module:
     norms = [m for m in block.children() if isinstance(m, _NORMS)]
     if not norms:
         raise Attn2dError(f"inject: expected a BatchNorm/GroupNorm layer among the children of "
-                         f"{type(block).__name__}, found none")
+                          f"{type(block).__name__}, found none")
     return norms[-1]
 
 
@@ -75,7 +75,7 @@ def _last_norm_in(branch: nn.Module) -> nn.Module:
     norms = [m for m in branch.modules() if isinstance(m, _NORMS)]
     if not norms:
         raise Attn2dError(f"inject: expected a BatchNorm/GroupNorm layer in the branch of "
-                         f"{type(branch).__name__}, found none")
+                          f"{type(branch).__name__}, found none")
     return norms[-1]
 
 

@@ -26,10 +26,10 @@ def split_source(name: str) -> tuple[str, str] | None:
         return None
     if source.lower() not in SOURCES:
         raise Attn2dError(f"create_model: expected a model name or 'torchvision:<name>' / "
-                         f"'timm:<name>', got {name!r}")
+                          f"'timm:<name>', got {name!r}")
     if not model.strip():
         raise Attn2dError(f"create_model: expected a model name after {source.lower()}:, "
-                         f"got {name!r}")
+                          f"got {name!r}")
     return source.lower(), model.strip()
 
 
@@ -70,8 +70,8 @@ def build_external(
     for key in ("weights", "pretrained", "pretrained_cfg", "checkpoint_path"):
         if kwargs.get(key):
             raise Attn2dError(f"create_model: expected no {key}= (attn2d builds models without "
-                             f"weights and never downloads; load a state dict instead), got "
-                             f"{kwargs[key]!r}")
+                              f"weights and never downloads; load a state dict instead), got "
+                              f"{kwargs[key]!r}")
         kwargs.pop(key, None)
     try:
         if source == "torchvision":
@@ -91,7 +91,7 @@ def build_external(
                                  in_chans=in_channels, **kwargs)
     except TypeError as err:  # a keyword the builder does not take
         raise Attn2dError(f"create_model: expected keywords that {source}:{name} takes, got "
-                        f"{sorted(kwargs)} ({err})") from err
+                          f"{sorted(kwargs)} ({err})") from err
 
 
 def _set_in_channels(model: nn.Module, in_channels: int, name: str) -> None:
@@ -109,8 +109,8 @@ def _set_in_channels(model: nn.Module, in_channels: int, name: str) -> None:
                       ("", None))
     if conv is None or conv.in_channels != 3 or conv.groups != 1:
         raise Attn2dError(f"create_model: expected {name} to start with an RGB convolution "
-                         f"that in_channels={in_channels} can replace, got "
-                         f"{'none' if conv is None else f'{path} with {conv.in_channels}'}")
+                          f"that in_channels={in_channels} can replace, got "
+                          f"{'none' if conv is None else f'{path} with {conv.in_channels}'}")
     stem = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                      padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
                      padding_mode=conv.padding_mode, device=conv.weight.device,

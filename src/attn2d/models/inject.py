@@ -121,7 +121,7 @@ def inject(
     is_block = isinstance(where, str) and where == "block"
     if replace and not is_block:
         raise Attn2dError(f"inject: expected where='block' with replace=True (it swaps the "
-                         f"SE inside blocks), got where={where!r}")
+                          f"SE inside blocks), got where={where!r}")
     if is_block:
         _inject_blocks(model, factory, replace, init, stages, input_shape)
         return model
@@ -132,7 +132,7 @@ def inject(
     else:
         if stages is not None:
             raise Attn2dError(f"inject: expected stages only with where='block' or 'stage', "
-                             f"got stages={stages!r} with module paths")
+                              f"got stages={stages!r} with module paths")
         paths = [where] if isinstance(where, str) else list(where)
     _inject_after(model, factory, paths, input_shape, init)
     return model
@@ -182,26 +182,26 @@ def _inject_blocks(
                 continue
             if is_attention(getattr(slot.parent, slot.name)):
                 raise Attn2dError(f"inject: expected the SE of block {path!r} to be the "
-                                 f"block's own, got attention already there")
+                                  f"block's own, got attention already there")
             plan.append((f"{path} (its SE)", slot.channels, _setter(slot.parent, slot.name)))
             continue
         if rule is None:
             if not isinstance(block.attn, nn.Identity):
                 raise Attn2dError(f"inject: expected {path!r} without attention, got "
-                                 f"{type(block.attn).__name__} already in {path}.attn")
+                                  f"{type(block.attn).__name__} already in {path}.attn")
             plan.append((path, block.out_channels, _setter(block, "attn")))
             continue
         if hasattr(block, "attn"):
             raise Attn2dError(f"inject: expected block {path!r} to have no attribute 'attn', "
-                             "got one (already injected?)")
+                              "got one (already injected?)")
         site = rule.site(block)
         plan.append((path, site.channels, _hooked(block, site.module, site.channels_last)))
     if not plan and replace:
         raise Attn2dError(f"inject: expected blocks holding an SE of their own for "
-                         f"replace=True in {type(model).__name__}, found none")
+                          f"replace=True in {type(model).__name__}, found none")
     if not plan:
         raise Attn2dError(f"inject: expected known blocks in stages {tuple(stages or ())} of "
-                         f"{type(model).__name__}, found none")
+                          f"{type(model).__name__}, found none")
     # Build everything first so that a failing factory leaves the model untouched.
     built = _like(model, [make_attention(factory, ch, path, "inject", init)
                           for path, ch, _ in plan])
@@ -317,14 +317,14 @@ def _dry_run(
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if first is None:
             raise Attn2dError("inject: expected input_shape=(C, H, W) for a model without "
-                             "Conv2d layers, got None")
+                              "Conv2d layers, got None")
         input_shape = (first.in_channels, 64, 64)
     shape = tuple(input_shape)
     if len(shape) == 3:
         shape = (1, *shape)
     if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise Attn2dError(f"inject: expected input_shape as (C, H, W) or (B, C, H, W) of "
-                         f"positive ints, got {tuple(input_shape)!r}")
+                          f"positive ints, got {tuple(input_shape)!r}")
     seen: dict[str, _Seen] = {}
 
     def recorder(path: str) -> Callable[..., None]:
@@ -358,7 +358,7 @@ def _dry_run(
     for path in targets:
         if path not in seen:
             raise Attn2dError(f"inject: expected {path!r} to run in the forward pass, "
-                             "it did not")
+                              "it did not")
     return seen
 
 
@@ -378,7 +378,7 @@ def _owner(model: nn.Module, path: str) -> nn.Module:
         if not isinstance(module, _CONTAINERS):
             return module
     raise Attn2dError(f"inject: expected {path!r} to hold a module that is not a container, "
-                     "got none; choose a module inside it")
+                      "got none; choose a module inside it")
 
 
 def _inject_after(
@@ -393,12 +393,12 @@ def _inject_after(
     for path in paths:
         if not isinstance(path, str):
             raise Attn2dError(f"inject: expected where as 'block', 'stage' or module paths, "
-                            f"got {path!r}")
+                              f"got {path!r}")
         if path not in modules or not path:
             close = difflib.get_close_matches(path, [p for p in modules if p], n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise Attn2dError(f"inject: expected 'block', 'stage' or a module path of "
-                             f"{type(model).__name__}, got {path!r}{hint}")
+                              f"{type(model).__name__}, got {path!r}{hint}")
         targets[path] = modules[path]
     places = {}
     for path in targets:
@@ -408,11 +408,11 @@ def _inject_after(
             container = owner.attn
         if container is not None and not isinstance(container, nn.ModuleDict):
             raise Attn2dError(f"inject: expected {type(owner).__name__}.attn to be free or a "
-                             f"ModuleDict, got {type(container).__name__}")
+                              f"ModuleDict, got {type(container).__name__}")
         key = path.replace(".", "_")
         if container is not None and key in container:
             raise Attn2dError(f"inject: expected no attention after {path!r} yet, got one "
-                             f"at attn.{key}")
+                              f"at attn.{key}")
         places[path] = (owner, key)
     seen = _dry_run(model, targets, input_shape)
     channels = {}
@@ -420,12 +420,12 @@ def _inject_after(
         calls = seen[path].shapes
         if len(calls) > 1:
             raise Attn2dError(f"inject: expected {path!r} to run once per forward pass, it "
-                             f"ran {len(calls)} times (a module used in several places); "
-                             "choose a module used once")
+                              f"ran {len(calls)} times (a module used in several places); "
+                              "choose a module used once")
         if len(calls[0]) != 4:
             raise Attn2dError(f"inject: expected the output of {path!r} "
-                             f"({type(targets[path]).__name__}) to be a (B, C, H, W) feature "
-                             f"map, got shape {calls[0]}")
+                              f"({type(targets[path]).__name__}) to be a (B, C, H, W) feature "
+                              f"map, got shape {calls[0]}")
         channels[path] = calls[0][1]
     built = dict(zip(targets, _like(model, [make_attention(factory, channels[p], p, "inject",
                                                            init) for p in targets])))

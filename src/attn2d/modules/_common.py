@@ -145,7 +145,8 @@ def hidden_width(
     """
     check_positive_int(channels, "channels", owner)
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)):
-        raise Attn2dError(f"{owner}: expected {name} to be a number, got {type(reduction).__name__}")
+        raise Attn2dError(f"{owner}: expected {name} to be a number, got "
+                          f"{type(reduction).__name__}")
     if not reduction > 0 or not math.isfinite(reduction):
         raise Attn2dError(f"{owner}: expected {name} > 0, got {reduction}")
     return max(minimum, int(channels // reduction))

@@ -156,7 +156,7 @@ class AttentionRecorder:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise Attn2dError(f"AttentionRecorder: expected an nn.Module, got "
-                            f"{type(model).__name__}")
+                              f"{type(model).__name__}")
         self.model = model
         self.kinds = None if kinds is None else frozenset(kinds)
         self.to_cpu = to_cpu
@@ -262,12 +262,12 @@ class AttentionRecorder:
         records = self.merged()
         if not records:
             raise Attn2dError("AttentionRecorder: expected recorded maps to save, got none (run "
-                             "the model inside the with block first)")
+                              "the model inside the with block first)")
         rows = next((int(r.tensor.shape[0]) for r in records if r.kind != "mixture"), 0)
         index = list(range(rows)) if indices is None else [int(i) for i in indices]
         if len(index) != rows:
             raise Attn2dError(f"AttentionRecorder: expected {rows} indices (one per recorded "
-                             f"input), got {len(index)}")
+                              f"input), got {len(index)}")
         arrays = {r.label: r.tensor.float().numpy() for r in records}
         sizes = {r.label: list(r.feature_size) for r in records if r.feature_size}
         return save_npz(path, index=np.asarray(index, dtype=np.int64),
@@ -323,17 +323,17 @@ class FeatureRecorder:
             if isinstance(layer, nn.Module):
                 if id(layer) not in by_identity:
                     raise Attn2dError("FeatureRecorder: expected a submodule of the model, got "
-                                     f"a {type(layer).__name__} that is not in it")
+                                      f"a {type(layer).__name__} that is not in it")
                 self.layers[by_identity[id(layer)]] = layer
             elif isinstance(layer, str):
                 if layer not in modules:
                     valid = ", ".join(p for p in modules if p) or "(none)"
                     raise Attn2dError(f"FeatureRecorder: expected a module path, got {layer!r}; "
-                                     f"valid: {valid}")
+                                      f"valid: {valid}")
                 self.layers[layer] = modules[layer]
             else:
                 raise Attn2dError("FeatureRecorder: expected module paths or modules, got "
-                                f"{type(layer).__name__}")
+                                  f"{type(layer).__name__}")
         self.inputs = inputs
         self.to_cpu = to_cpu
         self.features: dict[str, list[Tensor]] = defaultdict(list)

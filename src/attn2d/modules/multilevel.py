@@ -24,11 +24,11 @@ class MultiLevel(nn.Module):
         super().__init__()
         if isinstance(channels, int) or len(channels) == 0:
             raise Attn2dError(f"multilevel: expected a non-empty list of channel counts, "
-                             f"got {channels!r}")
+                              f"got {channels!r}")
         self.levels = nn.ModuleList(create(spec, c) for c in channels)
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self.levels):
             raise Attn2dError(f"multilevel: expected {len(self.levels)} feature maps, "
-                             f"got {len(features)}")
+                              f"got {len(features)}")
         return [level(x) for level, x in zip(self.levels, features)]

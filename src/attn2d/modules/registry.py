@@ -135,11 +135,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """
     if not isinstance(spec, str):
         raise Attn2dError(f"expected a mechanism name or spec string such as "
-                        f"'cbam(reduction=8)', got {type(spec).__name__}")
+                          f"'cbam(reduction=8)', got {type(spec).__name__}")
     match = _SPEC.match(spec)
     if match is None:
         raise Attn2dError(f"malformed spec {spec!r}; expected 'name' or "
-                         "'name(key=value, ...)', e.g. 'cbam(reduction=8, spatial_kernel=3)'")
+                          "'name(key=value, ...)', e.g. 'cbam(reduction=8, spatial_kernel=3)'")
     name, args = match["name"], match["args"]
     if args is None or not args.strip():
         return name, {}
@@ -150,21 +150,21 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     assert isinstance(call, ast.Call)
     if call.args:
         raise Attn2dError(f"expected keywords only in spec {spec!r}, got positional "
-                         "arguments; e.g. 'se(reduction=8)'")
+                          "arguments; e.g. 'se(reduction=8)'")
     kwargs: dict[str, Any] = {}
     for kw in call.keywords:
         if kw.arg is None:
             raise Attn2dError(f"expected key=value keywords in spec {spec!r}; "
-                             "'**' is not allowed")
+                              "'**' is not allowed")
         if kw.arg in kwargs:
             raise Attn2dError(f"expected each keyword once in spec {spec!r}, got "
-                             f"{kw.arg!r} twice")
+                              f"{kw.arg!r} twice")
         try:
             kwargs[kw.arg] = ast.literal_eval(kw.value)
         except ValueError:
             raise Attn2dError(f"expected a literal value for {kw.arg!r} in spec "
-                             f"{spec!r}, got {ast.unparse(kw.value)!r} (values must be a "
-                             "literal: a number, string, bool, None, tuple or list)") from None
+                              f"{spec!r}, got {ast.unparse(kw.value)!r} (values must be a "
+                              "literal: a number, string, bool, None, tuple or list)") from None
     return name, kwargs
 
 

@@ -79,7 +79,7 @@ def check_gradients(
     shape = tuple(int(d) for d in input_shape)
     if len(shape) < 1 or any(d < 1 for d in shape):
         raise Attn2dError(f"check_gradients: expected a positive input shape such as "
-                         f"(1, 8, 5, 5), got {tuple(input_shape)}")
+                          f"(1, 8, 5, 5), got {tuple(input_shape)}")
     if isinstance(module_or_spec, str):
         name = module_or_spec
         module = create(module_or_spec, channels if channels is not None else shape[1])
@@ -88,7 +88,7 @@ def check_gradients(
         module = copy.deepcopy(module_or_spec)
     else:
         raise Attn2dError("check_gradients: expected an nn.Module or a spec string, got "
-                        f"{type(module_or_spec).__name__}")
+                          f"{type(module_or_spec).__name__}")
     module = module.double().train(train)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)

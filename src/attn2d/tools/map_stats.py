@@ -220,7 +220,7 @@ def attention_stats(
     for label, kind, tensor in items:
         if not isinstance(tensor, Tensor):
             raise Attn2dError(f"attention_stats: expected a tensor for {label!r}, got "
-                            f"{type(tensor).__name__}")
+                              f"{type(tensor).__name__}")
         acc = accs.setdefault(label, _Accumulator(label, kind, sample_size, gen))
         acc.update(tensor)
     return [acc.result() for acc in accs.values()]

@@ -3,7 +3,7 @@
 Each one is written the way attention code is usually found in tutorials and zoo
 repositories: full N×N position maps, one tensor per intermediate step, ``expand_as``
 before every product, Python loops over pools and branches. They compute the same
-function as the attn2d module (``tests/test_bench.py`` checks it in float64), so a
+function as the attn2d module (``tests/tools/test_bench.py`` checks it in float64), so a
 benchmark ratio measures only how the computation is organised.
 
 Every class keeps the attn2d module's parameter names, so :func:`naive_version` copies a

@@ -166,7 +166,7 @@ def _batch_shape(input_shape: Sequence[int], channels: int | None) -> tuple[int,
     if len(shape) == 2:
         if channels is None:
             raise Attn2dError(f"profile: expected (C, H, W), (B, C, H, W) or (H, W) with "
-                             f"channels=, got {shape} and no channels")
+                              f"channels=, got {shape} and no channels")
         shape = (channels, *shape)
     if len(shape) == 3:
         shape = (1, *shape)
@@ -174,7 +174,7 @@ def _batch_shape(input_shape: Sequence[int], channels: int | None) -> tuple[int,
         raise Attn2dError(f"profile: expected input_shape (C, H, W) or (B, C, H, W), got {shape}")
     if channels is not None and shape[1] != channels:
         raise Attn2dError(f"profile: expected the input to have channels={channels}, "
-                         f"got shape {shape}")
+                          f"got shape {shape}")
     return shape
 
 
@@ -184,11 +184,11 @@ def _build(
     if isinstance(target, nn.Module):
         if model_kwargs:
             raise Attn2dError(f"profile: expected no model options ({', '.join(model_kwargs)}) "
-                             "with a ready-built module")
+                              "with a ready-built module")
         return target
     if not isinstance(target, str):
         raise Attn2dError(f"profile: expected an nn.Module, a model name or a mechanism spec, "
-                        f"got {type(target).__name__}")
+                          f"got {type(target).__name__}")
     from ..models import create_model, is_model_name, list_models
     from ..modules.registry import create
 
@@ -196,7 +196,7 @@ def _build(
         return create_model(target, in_channels=shape[1], **model_kwargs)
     if model_kwargs:
         raise Attn2dError(f"profile: expected a model name ({', '.join(list_models())}) with "
-                         f"{', '.join(model_kwargs)}, got mechanism spec {target!r}")
+                          f"{', '.join(model_kwargs)}, got mechanism spec {target!r}")
     return create(target, shape[1])
 
 
@@ -280,8 +280,9 @@ def profile(
     return _profile_report(model, x, stats, uncounted, forward_s, depth)
 
 
-def _profile_report(model: nn.Module, x: Tensor, stats: dict[str, ModuleCounts], uncounted: dict[str, int],
-            forward_s: float, depth: int | None) -> ProfileReport:
+def _profile_report(model: nn.Module, x: Tensor, stats: dict[str, ModuleCounts],
+                    uncounted: dict[str, int], forward_s: float, depth: int | None
+                    ) -> ProfileReport:
     modules = dict(hooked_modules(model))
     owned: dict[str, int] = defaultdict(int)
     counted: set[int] = set()

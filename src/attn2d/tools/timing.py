@@ -114,7 +114,7 @@ def peak_memory(step: Callable[[], None], device: torch.device | str = "cpu") ->
         return max(0, torch.cuda.max_memory_allocated(device) - base)
     if device.type != "cpu":
         raise Attn2dError(f"attn2d timing: expected a cpu or cuda device for peak memory, "
-                         f"got {device}")
+                          f"got {device}")
     return cpu_peak_memory(step)
 
 

@@ -47,8 +47,8 @@ def _load(path: PathLike, what: str) -> Any:
     except Exception as err:  # torch raises many kinds for truncated or foreign files
         detail = next((line for line in str(err).splitlines() if line.strip()), "")
         raise Attn2dError(f"expected {what} at {path}, got an unreadable file "
-                         f"({type(err).__name__}{': ' + detail[:160] if detail else ''})"
-                         ) from None
+                          f"({type(err).__name__}{': ' + detail[:160] if detail else ''})"
+                          ) from None
 
 
 def _describe(obj: object) -> str:
@@ -65,10 +65,10 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 def _checked(checkpoint: object, path: PathLike) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise Attn2dError(f"expected an attn2d checkpoint at {path} (written by "
-                         f"attn2d train), got {_describe(checkpoint)}")
+                          f"attn2d train), got {_describe(checkpoint)}")
     if checkpoint.get("version") not in _READABLE_VERSIONS:
         raise Attn2dError(f"expected checkpoint version {CHECKPOINT_VERSION} at {path}, "
-                         f"got {checkpoint.get('version')!r}")
+                          f"got {checkpoint.get('version')!r}")
     return checkpoint
 
 
@@ -93,7 +93,7 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
                     if _is_state_dict(obj.get(k))), obj)
     if not _is_state_dict(obj):
         raise Attn2dError(f"expected a state dict (parameter name -> tensor) or an "
-                         f"attn2d checkpoint at {path}, got {_describe(obj)}")
+                          f"attn2d checkpoint at {path}, got {_describe(obj)}")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)

@@ -108,7 +108,7 @@ class TrainConfig(DataSpec):
         # The model first: a typo in a spec must not wait for the data to be read.
         if not is_model_name(self.model):
             raise fail(None, f"expected --model to be one of {', '.join(list_models())} or "
-                             f"torchvision:NAME / timm:NAME, got {self.model!r}")
+                       f"torchvision:NAME / timm:NAME, got {self.model!r}")
         if normalize_attention(self.attention) is not None:
             get(self.attention)  # parses the spec: unknown names and keywords fail here
         if self.placement is not None:
@@ -132,7 +132,7 @@ class TrainConfig(DataSpec):
             check_choice(self.gate_init, GATE_INITS, "--gate-init")
         if self.freeze_backbone and not self.init_from:
             raise fail(None, "expected --init-from a baseline checkpoint with "
-                             "--freeze-backbone, got none")
+                       "--freeze-backbone, got none")
         return self
 
 

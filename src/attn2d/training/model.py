@@ -76,7 +76,7 @@ def _classifier(model: nn.Module, attention: list[nn.Module]) -> nn.Module:
     heads = [m for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) not in inside]
     if not heads:
         raise Attn2dError(f"expected a final nn.Linear classifier in "
-                         f"{type(model).__name__} for --freeze-backbone, got none")
+                          f"{type(model).__name__} for --freeze-backbone, got none")
     return heads[-1]
 
 
@@ -101,4 +101,4 @@ def init_from(model: nn.Module, path: str) -> None:
         load_backbone_state(model, read_state_dict(path))
     except ValueError as err:
         raise Attn2dError(f"expected --init-from {path} to hold the backbone's "
-                         f"weights, got a mismatch ({err})") from None
+                          f"weights, got a mismatch ({err})") from None

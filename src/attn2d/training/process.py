@@ -49,14 +49,14 @@ def resolve_device(device: str) -> torch.device:
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda", "mps", "xpu"):
         raise Attn2dError(f"expected --device auto, cpu, cuda or cuda:N, got "
-                         f"{device!r}")
+                          f"{device!r}")
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise Attn2dError(f"expected --device cpu (no CUDA GPU is available to "
-                         f"this process), got {device!r}")
+                          f"this process), got {device!r}")
     if parsed.type == "cuda" and parsed.index is not None and \
             parsed.index >= torch.cuda.device_count():
         raise Attn2dError(f"expected a CUDA device index below "
-                         f"{torch.cuda.device_count()}, got {device!r}")
+                          f"{torch.cuda.device_count()}, got {device!r}")
     return parsed
 
 

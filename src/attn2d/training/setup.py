@@ -44,10 +44,10 @@ def _check_out(path: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise Attn2dError(f"expected --out {path} to be creatable, got the file "
-                         f"{existing} in its path")
+                          f"{existing} in its path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise Attn2dError(f"expected --out {path} to be writable, got no write "
-                         f"permission on {existing}")
+                          f"permission on {existing}")
 
 
 def _check_resume(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -107,13 +107,13 @@ def _optimizer(config: TrainConfig, net: nn.Module) -> torch.optim.Optimizer:
 def _warnings(config: TrainConfig, device: torch.device) -> None:
     if config.amp == "fp16" and device.type == "cpu":
         log.warning("--amp fp16 on a CPU is emulated and about 30x slower than float32; use "
-             "--amp none (or bf16 on a CPU with bf16 instructions)")
+                    "--amp none (or bf16 on a CPU with bf16 instructions)")
     if config.threads and config.threads > (os.cpu_count() or 1):
-        log.warning(f"--threads {config.threads} exceeds the {os.cpu_count()} CPU cores; the threads "
-             "will compete for them")
+        log.warning("--threads %d exceeds the %d CPU cores; the threads will compete for them",
+                    config.threads, os.cpu_count())
     if config.warmup_epochs == config.epochs or config.attention_warmup == config.epochs > 0:
-        log.warning("a warm-up as long as the whole run: the model trains at full strength for no "
-             "epoch")
+        log.warning("a warm-up as long as the whole run: the model trains at full strength for "
+                    "no epoch")
 
 
 def start(config: TrainConfig, data: Data | None = None) -> Run:
@@ -138,7 +138,7 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
     _warnings(config, process.device)
     if config.batch_size % process.world:
         raise Attn2dError(f"expected --batch-size divisible by the "
-                         f"{process.world} processes, got {config.batch_size}")
+                          f"{process.world} processes, got {config.batch_size}")
     if data is None:
         data = load_data(DataSpec.from_mapping(dataclasses.asdict(config)), process.device,
                          config.seed)

@@ -44,8 +44,8 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise Attn2dError("expected the tensorboard package for "
-                             "--tensorboard, got none installed; pip install "
-                             "'attn2d[tensorboard]'") from None
+                              "--tensorboard, got none installed; pip install "
+                              "'attn2d[tensorboard]'") from None
         self.writer = SummaryWriter(log_dir=str(folder))
         self.every = every
         self.images = images

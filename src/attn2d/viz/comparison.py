@@ -45,7 +45,7 @@ def _rows(rows: Sequence[Mapping[str, Any]], owner: str,
         missing = [k for k in keys if k not in row]
         if missing:
             raise Attn2dError(f"{owner}: expected keys {', '.join(keys)} in every row, got a row "
-                             f"without {', '.join(missing)}")
+                              f"without {', '.join(missing)}")
     return rows
 
 
@@ -196,7 +196,7 @@ def plot_curves(
         arr = arr[None] if arr.ndim == 1 else arr
         if arr.ndim != 2 or 0 in arr.shape:
             raise Attn2dError(f"plot_curves: expected a (seeds, epochs) array for {name!r}, got "
-                             f"shape {np.asarray(values).shape}")
+                              f"shape {np.asarray(values).shape}")
         arrays[name] = arr
     fig = Figure(figsize=(8.5, 4.6 if len(arrays) <= 10 else 5.6), layout="constrained")
     ax = fig.add_subplot()

@@ -29,14 +29,14 @@ def _check_cell(query: tuple[int, int], size: tuple[int, int], owner: str) -> tu
     i, j = (int(v) for v in query)
     if not (0 <= i < size[0] and 0 <= j < size[1]):
         raise Attn2dError(f"{owner}: expected a query cell inside the {size[0]}×{size[1]} "
-                         f"feature grid, got ({i}, {j})")
+                          f"feature grid, got ({i}, {j})")
     return i, j
 
 
 def _check_criss_cross(amap: Tensor, owner: str) -> tuple[int, int]:
     if amap.dim() != 3 or amap.shape[2] != amap.shape[0] + amap.shape[1]:
         raise Attn2dError(f"{owner}: expected one image's criss-cross map of shape "
-                         f"(H, W, W + H), got {tuple(amap.shape)}")
+                          f"(H, W, W + H), got {tuple(amap.shape)}")
     return int(amap.shape[0]), int(amap.shape[1])
 
 
@@ -94,7 +94,7 @@ def key_grid(n_keys: int, feature_size: tuple[int, int]) -> tuple[int, int]:
         if (h // stride) * (w // stride) == n_keys:
             return h // stride, w // stride
     raise Attn2dError(f"key_grid: expected {n_keys} keys to tile the {h}×{w} feature grid "
-                     "or a 2× / 4× pooled version of it, got no match")
+                      "or a 2× / 4× pooled version of it, got no match")
 
 
 def position_query(
@@ -109,17 +109,17 @@ def position_query(
     """
     if amap.dim() != 2:
         raise Attn2dError(f"position_query: expected one image's (Nq, Nk) map, got shape "
-                         f"{tuple(amap.shape)}")
+                          f"{tuple(amap.shape)}")
     n_q, n_k = amap.shape
     if feature_size is None:
         side = round(n_q**0.5)
         if side * side != n_q:
             raise Attn2dError(f"position_query: expected feature_size for a non-square map, "
-                             f"got {n_q} queries and no size")
+                              f"got {n_q} queries and no size")
         feature_size = (side, side)
     if feature_size[0] * feature_size[1] != n_q:
         raise Attn2dError(f"position_query: expected {n_q} queries to fill feature_size "
-                         f"{feature_size}, got {feature_size[0] * feature_size[1]}")
+                          f"{feature_size}, got {feature_size[0] * feature_size[1]}")
     i, j = _check_cell(query, feature_size, "position_query")
     return amap[i * feature_size[1] + j].view(key_grid(n_k, feature_size))
 
@@ -132,5 +132,5 @@ def gate_picture(gate: Tensor) -> Tensor:
     """
     if gate.dim() != 3:
         raise Attn2dError(f"gate_picture: expected one image's gate of shape (C, H, W), got "
-                         f"{tuple(gate.shape)}")
+                          f"{tuple(gate.shape)}")
     return gate.float().mean(0)

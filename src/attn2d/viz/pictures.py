@@ -164,15 +164,15 @@ def visualize_example(
     """
     if example.x.dim() != 3:
         raise Attn2dError(f"visualize_example: expected a (C, H, W) image, got shape "
-                         f"{tuple(example.x.shape)}")
+                          f"{tuple(example.x.shape)}")
     if pictures is not None and set(pictures) - set(PICTURES):
         raise Attn2dError(f"visualize: expected pictures among {', '.join(PICTURES)}, got "
-                         f"{sorted(set(pictures) - set(PICTURES))}")
+                          f"{sorted(set(pictures) - set(PICTURES))}")
     size = (int(example.x.shape[1]), int(example.x.shape[2]))
     query = query if query is not None else (size[0] // 2, size[1] // 2)
     if not (0 <= query[0] < size[0] and 0 <= query[1] < size[1]):
         raise Attn2dError(f"visualize_example: expected a query pixel inside the {size[0]}×"
-                         f"{size[1]} image, got {tuple(query)}")
+                          f"{size[1]} image, got {tuple(query)}")
     groups = mechanism_paths(model)
     stages = list(getattr(model, "stage_names", ())) if not groups else []
     if layers is not None:
@@ -247,7 +247,7 @@ def _check_pictures(pictures: Sequence[str] | None, allowed: Sequence[str]) -> N
     missing = [p for p in pictures or () if p not in allowed]
     if missing:
         raise Attn2dError(f"attn2d visualize: expected --pictures among those this model "
-                         f"allows ({', '.join(allowed) or 'none'}), got {', '.join(missing)}")
+                          f"allows ({', '.join(allowed) or 'none'}), got {', '.join(missing)}")
 
 
 def _mechanism_pictures(write: _Writer, mech: str, records: list[MapRecord],
@@ -359,7 +359,7 @@ def load_subject(
     if checkpoint is not None:
         if model is not None or attention is not None:
             raise Attn2dError("expected either a checkpoint or --model/--attention, "
-                             "got both")
+                              "got both")
         from ..training import load_model
 
         net, config = load_model(checkpoint)
@@ -370,14 +370,14 @@ def load_subject(
             spec = dataclasses.replace(spec, data_dir=data_dir)
         if spec.dataset == "custom":
             raise Attn2dError(f"expected a run on a named dataset or folder, got "
-                             f"{checkpoint}, trained on Dataset objects; pass --dataset")
+                              f"{checkpoint}, trained on Dataset objects; pass --dataset")
         att = config.get("attention") or "none"
         title = f"{config.get('model', 'model')} + {att}"
         metrics = Path(checkpoint).parent / "metrics.jsonl"
         return Subject(net, spec, title, metrics if metrics.is_file() else None)
     if model is None:
         raise Attn2dError("expected --checkpoint or --model (with --attention), got "
-                         "neither")
+                          "neither")
     from ..models import create_model
 
     spec = DataSpec(dataset or "fashion-mnist", data_dir=data_dir)

@@ -65,7 +65,7 @@ def _array(t: Tensor | np.ndarray, dims: int | tuple[int, ...], owner: str) -> n
     allowed = (dims,) if isinstance(dims, int) else dims
     if arr.ndim not in allowed:
         raise Attn2dError(f"{owner}: expected a {' or '.join(f'{d}-D' for d in allowed)} "
-                         f"array, got shape {arr.shape}")
+                          f"array, got shape {arr.shape}")
     return arr
 
 
@@ -79,7 +79,7 @@ def _display_image(image: Tensor | np.ndarray, owner: str) -> tuple[np.ndarray, 
             arr = arr.transpose(1, 2, 0)
         else:
             raise Attn2dError(f"{owner}: expected an image of shape (1 or 3, H, W) or (H, W), "
-                             f"got shape {arr.shape}")
+                              f"got shape {arr.shape}")
     arr = np.clip(arr, 0.0, 1.0)
     return arr, ("gray" if arr.ndim == 2 else None)
 
@@ -279,7 +279,7 @@ def plot_top_channels(
         s = _array(scores, 1, "plot_top_channels")
         if len(s) != f.shape[0]:
             raise Attn2dError(f"plot_top_channels: expected {f.shape[0]} scores (one per "
-                             f"channel), got {len(s)}")
+                              f"channel), got {len(s)}")
     n = min(int(k), f.shape[0])
     top = np.argsort(-s, kind="stable")[:n]
     fig = Figure(figsize=(2.1 * (n + 1) + 0.6, 2.6), layout="constrained")
@@ -387,7 +387,7 @@ def plot_attention_histograms(
     """
     if not stats:
         raise Attn2dError("plot_attention_histograms: expected statistics of at least one map, "
-                         "got none")
+                          "got none")
     cols = min(columns, len(stats))
     rows = math.ceil(len(stats) / cols)
     fig = Figure(figsize=(3.7 * cols, 2.8 * rows + 0.5), layout="constrained")
@@ -425,8 +425,8 @@ def read_metrics(path: PathLike) -> list[dict[str, object]]:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise Attn2dError(f"read_metrics: expected one JSON object per line in "
-                                     f"{path}, got invalid JSON on line {number}: {err.msg}"
-                                     ) from None
+                                      f"{path}, got invalid JSON on line {number}: {err.msg}"
+                                      ) from None
     return rows
 
 
@@ -469,7 +469,7 @@ def plot_training_curves(
     groups = _curve_groups([r for rows in runs for r in rows], keys)
     if not groups:
         raise Attn2dError(f"plot_training_curves: expected numeric loss/accuracy keys in "
-                         f"{', '.join(map(str, files))}, found none")
+                          f"{', '.join(map(str, files))}, found none")
     fig = Figure(figsize=(4.4 * len(groups), 3.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     styles = ["-", "--", ":", "-."]

@@ -27,14 +27,12 @@ from attn2d.training import (
 )
 from attn2d.training.checkpoint import read_checkpoint
 
-from .datasets import write_fashion_mnist
+from ..datasets import write_fashion_mnist
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=128, n_test=64, compressed=False)
-    return str(root)
+def data_dir(fake_fashion_mnist):
+    return fake_fashion_mnist(128, 64)
 
 
 def tiny(data_dir: str, out, **changes) -> TrainConfig:
@@ -437,7 +435,7 @@ def test_compiled_steps_match_eager_and_time_compilation_apart(data_dir, tmp_pat
 
 
 def test_an_image_folder_trains_and_its_checkpoint_is_pictured_with_the_run_options(tmp_path):
-    from .datasets import write_folder
+    from ..datasets import write_folder
 
     write_folder(tmp_path / "pets", per_class=(8, 4), size=12)
     result = train(TrainConfig(dataset=f"folder:{tmp_path / 'pets'}", attention="cbam",

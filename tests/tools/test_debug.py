@@ -21,8 +21,7 @@ from attn2d.tools.gradcheck import check_gradients
 from attn2d.tools.map_stats import attention_stats, collect_attention_stats, format_stats
 from attn2d.tools.trace import trace_shapes
 
-from .datasets import write_fashion_mnist
-from .helpers import activate
+from ..helpers import activate
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -194,10 +193,8 @@ def test_trace_command_prints_the_table(capsys):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=32, n_test=24, compressed=False)
-    return str(root)
+def data_dir(fake_fashion_mnist):
+    return fake_fashion_mnist(32, 24)
 
 
 def test_stats_command_prints_and_writes_json(data_dir, tmp_path, capsys):

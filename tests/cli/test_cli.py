@@ -11,9 +11,9 @@ import pytest
 from attn2d.cli import main
 from attn2d.modules.registry import available
 
-from .datasets import write_fashion_mnist
+from ..datasets import write_fashion_mnist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_list_shows_every_mechanism_with_parameters(capsys):

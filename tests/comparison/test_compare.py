@@ -18,16 +18,12 @@ from attn2d.comparison import compare, report, run_name, split_specs
 from attn2d.training import TrainConfig, train
 from attn2d.training.checkpoint import read_checkpoint
 
-from .datasets import write_fashion_mnist
-
 COST_COLUMNS = ("forward_ms", "train_step_ms", "epoch_s", "train_peak_mib")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
-    return str(root)
+def data_dir(fake_fashion_mnist):
+    return fake_fashion_mnist(64, 32)
 
 
 def tiny(data_dir: str, **changes) -> TrainConfig:

@@ -32,8 +32,7 @@ from attn2d.viz import (
     visualize_example,
 )
 
-from .datasets import write_fashion_mnist
-from .helpers import activate
+from ..helpers import activate
 
 
 def no_hooks_left(model: nn.Module) -> bool:
@@ -255,10 +254,8 @@ def test_plots_reject_wrong_shapes():
 
 # -- the command ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
-    return str(root)
+def data_dir(fake_fashion_mnist):
+    return fake_fashion_mnist(64, 32)
 
 
 def test_visualize_untrained_rcca_writes_every_picture(data_dir, tmp_path, capsys):

@@ -24,7 +24,7 @@ from attn2d.data import (
 from attn2d.data.augment import hash32
 from attn2d.data.split import Split
 
-from .datasets import write_cifar10, write_fashion_mnist
+from ..datasets import write_cifar10, write_fashion_mnist
 
 M32 = 0xFFFFFFFF
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from attn2d.data import (
     stratified_subset,
 )
 
-from .datasets import write_cifar10, write_cifar100, write_fashion_mnist, write_svhn
+from ..datasets import write_cifar10, write_cifar100, write_fashion_mnist, write_svhn
 
 
 def test_cifar10_loads_pickle_batches_without_md5(tmp_path):
@@ -68,7 +70,7 @@ def test_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
 def test_fashion_mnist_is_decompressed_from_the_system_folder(tmp_path, monkeypatch):
     system = tmp_path / "system"
     write_fashion_mnist(system)
-    monkeypatch.setattr(readers, "SYSTEM_FASHION_MNIST", system)
+    monkeypatch.setenv("ATTN2D_FASHION_MNIST", str(system))
     train = get_dataset("fashion-mnist", "train", tmp_path / "data")
     test = get_dataset("fmnist", "test", tmp_path / "data")
     assert len(train) == 120 and len(test) == 40
@@ -81,13 +83,13 @@ def test_fashion_mnist_is_decompressed_from_the_system_folder(tmp_path, monkeypa
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    monkeypatch.setenv("ATTN2D_FASHION_MNIST", str(tmp_path / "nowhere"))
+    with pytest.raises(Attn2dError, match="apt-get install dataset-fashion-mnist"):
         get_dataset("fashion-mnist", "train", tmp_path / "data")
 
 
 def test_missing_cifar10_says_how_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--download"):
+    with pytest.raises(Attn2dError, match="--download"):
         get_dataset("cifar10", "train", tmp_path)
 
 
@@ -156,9 +158,9 @@ def test_svhn_is_also_read_where_torchvision_downloads_it(tmp_path):
 
 
 def test_missing_cifar100_and_svhn_say_how_to_get_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*--download"):
+    with pytest.raises(Attn2dError, match=r"cifar-100-python.*--download"):
         get_dataset("cifar100", "train", tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"train_32x32\.mat.*--download"):
+    with pytest.raises(Attn2dError, match=r"train_32x32\.mat.*--download"):
         get_dataset("svhn", "train", tmp_path)
 
 
@@ -184,3 +186,16 @@ def test_unknown_dataset_names_list_the_valid_ones():
     with pytest.raises(Attn2dError, match="dataset name"):
         canonical_dataset(10)
     assert set(DATASETS) == {"cifar10", "cifar100", "fashion-mnist", "svhn", "folder:PATH"}
+
+
+def test_tests_never_read_the_machines_own_fashion_mnist(tmp_path):
+    """conftest points the system folder at nothing, for this process and its children: a
+    test that needs Fashion-MNIST makes its own, so `make test` passes on a fresh machine
+    whether or not Debian's dataset-fashion-mnist is installed."""
+    assert not readers.system_fashion_mnist().exists()
+    with pytest.raises(Attn2dError, match="install Debian's dataset-fashion-mnist"):
+        get_dataset("fashion-mnist", "train", tmp_path)
+    child = subprocess.run([sys.executable, "-c", "from attn2d.data.readers import "
+                            "system_fashion_mnist as s; print(s().exists())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert child.stdout.strip() == "False"

@@ -12,8 +12,6 @@ import torch
 
 from attn2d.training.checkpoint import read_checkpoint
 
-from .datasets import write_fashion_mnist
-
 ARGS = ["-m", "attn2d", "train", "--attention", "se", "--epochs", "2", "--batch-size", "32",
         "--threads", "1", "--no-progress"]
 
@@ -26,10 +24,8 @@ def _run(command: list[str], tmp_path) -> None:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
-def test_torchrun_two_processes_match_one_process(tmp_path):
-    data = tmp_path / "data"
-    write_fashion_mnist(data / "FashionMNIST" / "raw", n_train=128, n_test=64, compressed=False)
-    common = [*ARGS, "--data-dir", str(data)]
+def test_torchrun_two_processes_match_one_process(tmp_path, fake_fashion_mnist):
+    common = [*ARGS, "--data-dir", fake_fashion_mnist(128, 64)]
     _run([sys.executable, *common, "--out", str(tmp_path / "one")], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
           *common, "--out", str(tmp_path / "two")], tmp_path)
