@@ -160,3 +160,16 @@ def test_models_train_one_step():
     loss.backward()
     assert all(p.grad is not None for p in model.block2.attn.parameters())
     opt.step()
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_every_backbone_takes_the_one_set_of_attention_keywords(name):
+    from attn2d.models import AttentionOptions
+
+    assert set(AttentionOptions.__annotations__) == {"attention", "placement", "stages",
+                                                      "attention_init"}
+    model = create_model(name, attention="se", placement="stage", stages=(1,),
+                         attention_init="identity")
+    assert list(model.attn) == [model.stage_names[0]]
+    with pytest.raises(Attn2dError, match=r"unknown keyword 'placment'; valid: .*placement"):
+        create_model(name, attention="se", placment="stage")

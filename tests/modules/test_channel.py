@@ -131,7 +131,7 @@ def test_hook_sees_the_channel_weights_applied(factory):
         (lambda: ChannelGate(16, reduction=0), ValueError,
          "channel-gate: expected reduction > 0, got 0"),
         (lambda: ChannelGate(16, pool_types=("avg", "median")), ValueError,
-         "channel-gate: expected each pool type in ('avg', 'max', 'lp', 'lse'), got 'median'"),
+         "channel-gate: expected each pool type to be one of avg, max, lp, lse, got 'median'"),
         (lambda: ChannelGate(16, pool_types=()), ValueError,
          "channel-gate: expected pool_types to be a non-empty tuple"),
         (lambda: ChannelGate(16, pool_types=("avg", "avg")), ValueError,

@@ -151,7 +151,7 @@ def test_simam_hook_sees_the_elementwise_weights_and_it_has_no_parameters():
          "spatial-gate: expected an odd kernel_size, got 4"),
         (lambda: SpatialGate(0), ValueError, "spatial-gate: expected channels >= 1, got 0"),
         (lambda: SpatialGate(8, conv="dilated"), ValueError,
-         "spatial-gate: expected conv in ('full', 'factorized', 'separable'), got 'dilated'"),
+         "spatial-gate: expected conv to be one of full, factorized, separable, got 'dilated'"),
         (lambda: SpatialGate(8)(torch.randn(2, 4, 3, 3)), ValueError,
          "spatial-gate: expected 8 channels"),
         (lambda: SpatialGate(8)(torch.randn(2, 8, 3)), ValueError,

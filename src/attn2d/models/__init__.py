@@ -14,9 +14,10 @@ from typing import Any
 from torch import nn
 
 from .._base.errors import Attn2dError
-from ..modules._common import check_positive_int
+from .._base.validate import check_int
 from ._common import (
     AttentionFactory,
+    AttentionOptions,
     Backbone,
     check_init,
     check_stages,
@@ -30,6 +31,7 @@ from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from .small_cnn import ConvBlock, SmallCNN, small_cnn
 
 __all__ = [
+    "AttentionOptions",
     "Backbone",
     "BasicBlock",
     "Bottleneck",
@@ -141,8 +143,8 @@ def create_model(
         return _MODELS[key](num_classes=num_classes, in_channels=in_channels,
                             attention=attention, placement=placement, stages=stages,
                             attention_init=attention_init, **kwargs)
-    check_positive_int(num_classes, "num_classes", owner="create_model")
-    check_positive_int(in_channels, "in_channels", owner="create_model")
+    check_int(num_classes, "num_classes", owner="create_model")
+    check_int(in_channels, "in_channels", owner="create_model")
     factory, placement = resolve_attention(attention, placement, "create_model")
     if external is None:
         model = create_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)

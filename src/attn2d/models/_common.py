@@ -4,18 +4,23 @@ checking ``placement=`` and ``stages=``, and the standard weight initialisation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
-from ..modules._common import check_choice, check_positive_int
+from .._base.validate import check_choice, check_int
 from ..modules.registry import get, lookup
 from .attention import ResidualBlend, mark_attention, starts_as_identity
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "INITS",
     "PLACEMENTS",
     "AttentionFactory",
+    "AttentionOptions",
     "Backbone",
     "check_init",
     "check_stages",
@@ -124,6 +129,28 @@ def init_backbone(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class AttentionOptions(TypedDict, total=False):
+    """The attention keywords every attn2d backbone takes, defined once.
+
+    Keys:
+        attention: a registry spec string (``"cbam(reduction=8)"``), a class or factory
+            called as ``factory(channels)``, or None / ``"none"`` for the plain network.
+        placement: ``"block"`` (inside every block: after the last BN and before the
+            residual add in a ResNet), ``"stage"`` (after whole stages), or None for the
+            mechanism's registry default (``"block"`` for a class or factory).
+        stages: 1-based stages that receive attention; default every stage for ``"block"``
+            and the backbone's stage default for ``"stage"``.
+        attention_init: ``"default"`` (the mechanism's own initialisation, as in the papers)
+            or ``"identity"`` (each mechanism wrapped in :class:`ResidualBlend`, so the
+            network starts as the one without attention).
+    """
+
+    attention: str | AttentionFactory | None
+    placement: str | None
+    stages: Sequence[int] | None
+    attention_init: str
+
+
 class Backbone(nn.Module):
     """Base of the attn2d backbones: named stages, each a list of blocks with an ``attn`` slot.
 
@@ -138,22 +165,22 @@ class Backbone(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, owner: str) -> None:
         super().__init__()
-        check_positive_int(num_classes, "num_classes", owner=owner)
-        check_positive_int(in_channels, "in_channels", owner=owner)
+        check_int(num_classes, "num_classes", owner=owner)
+        check_int(in_channels, "in_channels", owner=owner)
 
     def stage_blocks(self, name: str) -> list[nn.Module]:
         """The blocks of the stage called ``name``, in order."""
         stage = getattr(self, name)
         return list(stage) if isinstance(stage, nn.Sequential) else [stage]
 
-    def _attach(
-        self,
-        attention: str | AttentionFactory | None,
-        placement: str | None,
-        stages: Sequence[int] | None,
-        owner: str,
-        init: str = "default",
-    ) -> None:
+    def _attach(self, owner: str, **options: Unpack[AttentionOptions]) -> None:
+        """Put attention where ``options`` (:class:`AttentionOptions`) say."""
+        unknown = sorted(set(options) - set(AttentionOptions.__annotations__))
+        if unknown:
+            raise Attn2dError(f"{owner}: unknown keyword {unknown[0]!r}; valid: num_classes, "
+                              f"in_channels, {', '.join(AttentionOptions.__annotations__)}")
+        attention, placement = options.get("attention"), options.get("placement")
+        stages, init = options.get("stages"), options.get("attention_init", "default")
         check_init(init, owner)
         factory, placement = resolve_attention(attention, placement, owner)
         self.attn = nn.ModuleDict()

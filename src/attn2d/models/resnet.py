@@ -8,13 +8,17 @@ ResNet-18 with 10 classes has 11,173,962 parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
-from ..modules._common import check_positive_int
-from ._common import AttentionFactory, Backbone, init_backbone
+from .._base.validate import check_int
+from ._common import AttentionOptions, Backbone, init_backbone
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
 
@@ -100,16 +104,9 @@ class ResNet(Backbone):
         layers: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
         num_classes: outputs of the linear head.
         in_channels: image channels (3 for CIFAR, 1 for Fashion-MNIST).
-        attention: a registry spec string (``"cbam(reduction=8)"``), a class or factory
-            called as ``factory(channels)``, or None / ``"none"`` for the plain network.
-        placement: ``"block"`` (inside every residual block, after the last BN, before the
-            add), ``"stage"`` (after whole stages), or None for the mechanism's registry
-            default (``"block"`` for a class or factory).
-        stages: 1-based stages that receive attention; default every stage for
-            ``"block"`` and stages 1-3 for ``"stage"``.
-        attention_init: ``"default"`` (the mechanism's own initialisation, as in the papers)
-            or ``"identity"`` (each mechanism wrapped in :class:`ResidualBlend`, so the
-            network starts as the one without attention).
+        **attention: where and which attention (:class:`AttentionOptions`: ``attention``,
+            ``placement``, ``stages`` (default: stages 1-3 for ``"stage"``),
+            ``attention_init``).
     """
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
@@ -120,10 +117,7 @@ class ResNet(Backbone):
         layers: Sequence[int],
         num_classes: int = 10,
         in_channels: int = 3,
-        attention: str | AttentionFactory | None = None,
-        placement: str | None = None,
-        stages: Sequence[int] | None = None,
-        attention_init: str = "default",
+        **attention: Unpack[AttentionOptions],
     ) -> None:
         super().__init__(num_classes, in_channels, owner="resnet")
         if len(layers) != len(self.stage_names):
@@ -134,13 +128,13 @@ class ResNet(Backbone):
         for i, (name, depth) in enumerate(zip(self.stage_names, layers, strict=True)):
             channels = 64 * 2**i
             blocks = []
-            for j in range(check_positive_int(depth, f"depth of {name}", owner="resnet")):
+            for j in range(check_int(depth, f"depth of {name}", owner="resnet")):
                 blocks.append(block(width, channels, stride=2 if i > 0 and j == 0 else 1))
                 width = blocks[-1].out_channels
             setattr(self, name, nn.Sequential(*blocks))
         self.fc = nn.Linear(width, num_classes)
         init_backbone(self)
-        self._attach(attention, placement, stages, owner="resnet", init=attention_init)
+        self._attach("resnet", **attention)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -8,12 +8,15 @@ The convolutions have no bias because the BatchNorm after them cancels it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import AttentionFactory, Backbone, init_backbone
+from ._common import AttentionOptions, Backbone, init_backbone
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ConvBlock", "SmallCNN", "small_cnn"]
 
@@ -47,14 +50,8 @@ class SmallCNN(Backbone):
     Args:
         num_classes: outputs of the linear layer.
         in_channels: image channels (3 for CIFAR, 1 for Fashion-MNIST).
-        attention: a registry spec string, a class or factory called as
-            ``factory(channels)``, or None / ``"none"``.
-        placement: ``"block"``, ``"stage"``, or None for the mechanism's registry default
-            (``"block"`` for a class or factory).
-        stages: 1-based blocks that receive attention; default all three.
-        attention_init: ``"default"`` (the mechanism's own initialisation, as in the papers)
-            or ``"identity"`` (each mechanism wrapped in :class:`ResidualBlend`, so the
-            network starts as the one without attention).
+        **attention: where and which attention (:class:`AttentionOptions`: ``attention``,
+            ``placement``, ``stages`` (default: all three blocks), ``attention_init``).
     """
 
     stage_names = ("block1", "block2", "block3")
@@ -63,10 +60,7 @@ class SmallCNN(Backbone):
         self,
         num_classes: int = 10,
         in_channels: int = 3,
-        attention: str | AttentionFactory | None = None,
-        placement: str | None = None,
-        stages: Sequence[int] | None = None,
-        attention_init: str = "default",
+        **attention: Unpack[AttentionOptions],
     ) -> None:
         super().__init__(num_classes, in_channels, owner="small_cnn")
         self.block1 = ConvBlock(in_channels, 32)
@@ -74,7 +68,7 @@ class SmallCNN(Backbone):
         self.block3 = ConvBlock(64, 128)
         self.fc = nn.Linear(128, num_classes)
         init_backbone(self)
-        self._attach(attention, placement, stages, owner="small_cnn", init=attention_init)
+        self._attach("small_cnn", **attention)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_stages(x).mean((2, 3)))

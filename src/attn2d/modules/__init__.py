@@ -1,6 +1,8 @@
 """The mechanisms, by family; see :mod:`attn2d.registry` for the names."""
 
-from ._common import AttentionMap
+from ._common import (
+    AttentionMap,
+)
 from .channel import ChannelGate, EfficientChannelAttention, SqueezeExcite, eca_kernel_size
 from .global_ import (
     ChannelSelfAttention,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.validate import check_int
 
 __all__ = [
     "AttentionMap",
@@ -21,10 +22,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "as_child",
-    "check_choice",
-    "check_flag",
     "check_odd_kernel",
-    "check_positive_int",
     "expect_feature_map",
     "hidden_width",
     "reset_layers",
@@ -127,13 +125,6 @@ def softmax_dtype(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def check_positive_int(value: object, name: str, owner: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; else a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Attn2dError(f"{owner}: expected {name} to be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise Attn2dError(f"{owner}: expected {name} >= {minimum}, got {value}")
-    return value
 
 
 def hidden_width(
@@ -143,7 +134,7 @@ def hidden_width(
 
     One rule for every module, so widths round and fail the same way everywhere.
     """
-    check_positive_int(channels, "channels", owner)
+    check_int(channels, "channels", owner)
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)):
         raise Attn2dError(f"{owner}: expected {name} to be a number, got "
                           f"{type(reduction).__name__}")
@@ -154,16 +145,12 @@ def hidden_width(
 
 def check_odd_kernel(kernel_size: object, owner: str, name: str = "kernel_size") -> int:
     """Kernel sizes must be odd so that 'same' padding keeps the map size."""
-    check_positive_int(kernel_size, name, owner)
+    check_int(kernel_size, name, owner)
     if kernel_size % 2 == 0:  # type: ignore[operator]
         raise Attn2dError(f"{owner}: expected an odd {name}, got {kernel_size}")
     return kernel_size  # type: ignore[return-value]
 
 
-def check_choice(value: object, choices: tuple[str, ...], name: str, owner: str) -> str:
-    if value not in choices:
-        raise Attn2dError(f"{owner}: expected {name} in {choices}, got {value!r}")
-    return value  # type: ignore[return-value]
 
 
 def expect_feature_map(x: object, channels: int | None, owner: str) -> None:
@@ -184,10 +171,6 @@ def expect_feature_map(x: object, channels: int | None, owner: str) -> None:
         raise Attn2dError(f"{owner}: expected non-empty H and W, got shape {tuple(x.shape)}")
 
 
-def check_flag(value: object, name: str, owner: str) -> bool:
-    if not isinstance(value, bool):
-        raise Attn2dError(f"{owner}: expected {name} to be a bool, got {type(value).__name__}")
-    return value
 
 
 class _RunningStatsWhenAlone(nn.modules.batchnorm._BatchNorm):

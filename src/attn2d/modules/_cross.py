@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._common import softmax_dtype
+from ._common import (
+    softmax_dtype,
+)
 
 __all__ = ["criss_cross", "criss_cross_explicit"]
 

@@ -32,7 +32,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .._base.errors import Attn2dError
-from ._common import AttentionMap
+from ._common import (
+    AttentionMap,
+)
 
 __all__ = [
     "DISTRIBUTION_KINDS",

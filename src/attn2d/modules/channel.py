@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.validate import check_choice, check_int
 from ._common import (
     AttentionMap,
     AttentionModule,
-    check_choice,
     check_odd_kernel,
-    check_positive_int,
     hidden_width,
 )
 from ._ops import ChannelConv1d, amax
@@ -60,7 +59,7 @@ class SqueezeExcite(AttentionModule):
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     """ECA's adaptive kernel: t = int(|(log2 C + b) / γ|), made odd by rounding up."""
-    check_positive_int(channels, "channels", owner="eca")
+    check_int(channels, "channels", owner="eca")
     t = int(abs((math.log2(channels) + beta) / gamma))
     return t if t % 2 else t + 1
 
@@ -82,7 +81,7 @@ class EfficientChannelAttention(AttentionModule):
         self, channels: int, kernel_size: int | None = None, gamma: float = 2, beta: float = 1
     ) -> None:
         super().__init__()
-        check_positive_int(channels, "channels", owner="eca")
+        check_int(channels, "channels", owner="eca")
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, beta)
         check_odd_kernel(kernel_size, owner="eca")

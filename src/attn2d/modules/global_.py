@@ -21,14 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.validate import check_choice, check_flag, check_int
 from ._common import (
     AttentionMap,
     AttentionModule,
     BatchNorm2d,
     as_child,
-    check_choice,
-    check_flag,
-    check_positive_int,
     hidden_width,
     softmax_dtype,
 )
@@ -315,7 +313,7 @@ class ChannelSelfAttention(_FromIdentity):
 
     def __init__(self, channels: int, invert: bool = True) -> None:
         super().__init__()
-        check_positive_int(channels, "channels", owner=self.owner)
+        check_int(channels, "channels", owner=self.owner)
         self.channels = channels
         self.invert = check_flag(invert, "invert", self.owner)
         self.gamma = nn.Parameter(torch.empty(1))
@@ -417,7 +415,7 @@ class DANetHead(AttentionModule):
         super().__init__()
         owner = self.owner
         inner = hidden_width(in_channels, reduction, owner=owner)
-        check_positive_int(num_classes, "num_classes", owner)
+        check_int(num_classes, "num_classes", owner)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise Attn2dError(
                 f"{owner}: expected dropout to be a number, got {type(dropout).__name__}"
@@ -496,7 +494,7 @@ class CrissCrossAttention(_FromIdentity):
         super().__init__()
         # Recurrent criss-cross is registered as "rcca": errors use the name the user chose.
         self.owner = "criss-cross" if recurrence == 1 else "rcca"
-        self.recurrence = check_positive_int(recurrence, "recurrence", self.owner)
+        self.recurrence = check_int(recurrence, "recurrence", self.owner)
         hidden = hidden_width(channels, reduction, owner=self.owner)
         self.channels = channels
         self.query, self.key, self.value = _query_key_value(channels, hidden)

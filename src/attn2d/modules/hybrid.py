@@ -9,15 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.validate import check_choice, check_int
 from ._common import (
     AttentionMap,
     AttentionModule,
     BatchNorm1d,
     BatchNorm2d,
     as_child,
-    check_choice,
     check_odd_kernel,
-    check_positive_int,
     hidden_width,
 )
 from .channel import ChannelGate, channel_pools, check_pool_types, shared_mlp
@@ -221,7 +220,7 @@ class BAM(AttentionModule):
     ) -> None:
         super().__init__()
         hidden = hidden_width(channels, reduction, owner="bam")
-        check_positive_int(dilation, "dilation", owner="bam")
+        check_int(dilation, "dilation", owner="bam")
         self.combine = check_choice(combine, ("add", "mul"), "combine", owner="bam")
         self.channels = channels
         self.channel = _BAMChannelBranch(channels, hidden)
@@ -284,7 +283,7 @@ class CoordAttention(AttentionModule):
 
     def __init__(self, channels: int, reduction: float = 32, min_hidden: int = 8) -> None:
         super().__init__()
-        check_positive_int(min_hidden, "min_hidden", owner="coord")
+        check_int(min_hidden, "min_hidden", owner="coord")
         hidden = hidden_width(channels, reduction, owner="coord", minimum=min_hidden)
         self.channels = channels
         self.conv1 = nn.Conv2d(channels, hidden, 1)

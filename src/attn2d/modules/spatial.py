@@ -8,13 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.validate import check_choice, check_int
 from ._common import (
     AttentionMap,
     AttentionModule,
     BatchNorm2d,
-    check_choice,
     check_odd_kernel,
-    check_positive_int,
 )
 from ._ops import amax
 
@@ -100,7 +99,7 @@ class SpatialGate(AttentionModule, _PooledMapHead):
     ) -> None:
         super().__init__(kernel_size, conv, owner="spatial-gate")
         if channels is not None:
-            check_positive_int(channels, "channels", owner="spatial-gate")
+            check_int(channels, "channels", owner="spatial-gate")
         self.channels = channels
         self.weights = AttentionMap("spatial")
 
@@ -133,7 +132,7 @@ class TripletAttention(AttentionModule):
     ) -> None:
         super().__init__()
         if channels is not None:
-            check_positive_int(channels, "channels", owner="triplet")
+            check_int(channels, "channels", owner="triplet")
         self.channels = channels
         self.over_cw = _PooledMapHead(kernel_size, "full", owner="triplet")  # pools H
         self.over_hc = _PooledMapHead(kernel_size, "full", owner="triplet")  # pools W
@@ -171,7 +170,7 @@ class SimAM(AttentionModule):
     def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
         super().__init__()
         if channels is not None:
-            check_positive_int(channels, "channels", owner="simam")
+            check_int(channels, "channels", owner="simam")
         if isinstance(e_lambda, bool) or not isinstance(e_lambda, (int, float)):
             raise Attn2dError(f"simam: expected e_lambda to be a number, got {e_lambda!r}")
         if not (e_lambda > 0 and math.isfinite(e_lambda)):
