@@ -65,7 +65,7 @@ TARGETS=("$PY" benchmarks/targets.py --device "$DEVICE" --clock wall ${QUICK[@]+
 # --- the cases ------------------------------------------------------------------------
 
 run_case environment 20 "$PY" -c "
-import json, torch, attn2d.bench as b
+import json, torch, attn2d.tools.bench as b
 print(json.dumps({**b.environment(), 'cuda': torch.version.cuda}, indent=1))"
 command -v nvidia-smi > /dev/null && nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1
 

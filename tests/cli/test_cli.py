@@ -179,3 +179,14 @@ def test_bad_arguments_end_in_one_line_that_names_them(files, argv, named, capsy
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"attn2d {argv[0]}: error: "), last
     assert named in last, last
+
+
+def test_quiet_hides_progress_messages_and_keeps_warnings(files, tmp_path, capsys):
+    argv = ["train", "--data-dir", str(files / "data"), "--epochs", "1", "--subset", "32",
+            "--batch-size", "16", "--no-progress", "--threads", "64"]
+    assert main([*argv, "--out", str(tmp_path / "loud")]) == 0
+    loud = capsys.readouterr().err
+    assert "epoch 1/1" in loud and "attn2d train: warning: --threads 64 exceeds" in loud
+    assert main(["--quiet", *argv, "--out", str(tmp_path / "quiet")]) == 0
+    quiet = capsys.readouterr().err
+    assert "epoch 1/1" not in quiet and "warning: --threads 64 exceeds" in quiet

@@ -248,3 +248,21 @@ def test_a_killed_worker_costs_a_retry_not_the_comparison(data_dir, tmp_path):
     assert report["failed"] == [] and [r["seeds"] for r in report["rows"]] == [1, 1]
     log = (out / "runs" / "none-seed0" / "train.log").read_text()
     assert log.count("epoch 6/6") == 1  # the retried run resumed; it finished once
+
+
+def test_compare_from_python_trains_exactly_as_the_command(finished, data_dir, tmp_path):
+    """The comparison's defaults (precise BN, compile mode) live in the library
+    (CompareConfig), not in the CLI: the same arguments give the same runs."""
+    from attn2d.comparison import CompareConfig
+    from attn2d.comparison.records import comparable, read_run
+
+    cli_out, _ = finished
+    compare(["se", "eca(kernel_size=3)"], CompareConfig(epochs=1, batch_size=32,
+                                                        data_dir=data_dir, progress=False),
+            seeds=[0], out=tmp_path, in_process=True, costs=False, html=False)
+    for spec in ("none", "se", "eca(kernel_size=3)"):
+        name = run_name(spec, 0)
+        ours, theirs = read_run(tmp_path / "runs" / name), read_run(cli_out / "runs" / name)
+        assert comparable(ours.config) == comparable(theirs.config), spec
+        assert ours.config["precise_bn"] == 20 and ours.config["compile"] == "auto"
+        assert (ours.predictions == theirs.predictions).all(), spec

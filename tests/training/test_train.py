@@ -447,3 +447,28 @@ def test_an_image_folder_trains_and_its_checkpoint_is_pictured_with_the_run_opti
     assert main(["visualize", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--sample",
                  "0", "--pictures", "spatial", "--out", str(tmp_path / "pictures")]) == 0
     assert len(list((tmp_path / "pictures").glob("*.png"))) == 3  # one per CBAM block
+
+
+def test_a_checkpoint_of_attn2d_0_1_loads_and_resumes_bit_identically(fake_fashion_mnist,
+                                                                       tmp_path):
+    """last.pt written by attn2d 0.1 (before the layout move; tests/training/data) when its
+    2-epoch run was stopped in epoch 2, after step 2: it loads, and resuming it here ends
+    with the weights, bit for bit, of a run trained here without interruption."""
+    import shutil
+    from pathlib import Path
+
+    saved = Path(__file__).parent / "data" / "attn2d-0.1-small_cnn-se-seed3-stopped.pt"
+    model, config = load_model(saved)
+    assert config["attention"] == "se" and config["epochs"] == 2 and not model.training
+    assert (read_checkpoint(saved)["epoch"], read_checkpoint(saved)["step"]) == (1, 2)
+    data_dir = fake_fashion_mnist(128, 64)  # the same images the old run saw
+    (tmp_path / "old").mkdir()
+    shutil.copy(saved, tmp_path / "old" / "last.pt")
+    settings = dict(epochs=2, seed=3)
+    resumed = train(tiny(data_dir, tmp_path / "old", resume=True, **settings))
+    straight = train(tiny(data_dir, tmp_path / "new", **settings))
+    a = read_checkpoint(tmp_path / "old" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "new" / "last.pt")["model"]
+    assert resumed.test_acc == straight.test_acc
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
