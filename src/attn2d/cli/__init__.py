@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -93,9 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
         return code
-    except KeyboardInterrupt:
-        print(f"attn2d {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stopped:  # a comparison's says how to continue
+        print(f"attn2d {args.command}: {stopped or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(stopped, "signal", signal.SIGINT)
     except BrokenPipeError:  # e.g. `attn2d trace ... | head`: the reader left; not an error
         # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -24,7 +24,14 @@ from .._base.io import write_json
 from ..training import TrainConfig, resolve_device
 from .costs import costs_measured, measure_costs
 from .local import LocalExecutor, default_threads
-from .plan import DEFAULT_SEEDS, CompareConfig, check_specs, plan_runs, run_name
+from .plan import (
+    DEFAULT_SEEDS,
+    CompareConfig,
+    ComparisonInterrupted,
+    check_specs,
+    plan_runs,
+    run_name,
+)
 from .report import Comparison, build_report, write_report
 
 __all__ = ["compare"]
@@ -108,7 +115,14 @@ def compare(
              len(specs), len(seed_list), len(plans), len(plans) - todo, jobs, out)
     write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
                                           "command": command})
-    failed = LocalExecutor(jobs, in_process=in_process, data=data).run(plans)
+    try:
+        failed = LocalExecutor(jobs, in_process=in_process, data=data).run(plans)
+    except ComparisonInterrupted as stopped:
+        how = (f"run the same command again: {command}" if command else
+               "call compare() again with the same arguments")
+        raise ComparisonInterrupted(stopped.signal, f"stopped by signal {stopped.signal}; "
+                                    f"the runs in flight saved their checkpoints; to continue, "
+                                    f"{how}") from None
     if costs and not costs_measured(out, specs):
         measure_costs(out, specs, device)
     comparison = build_report([out])

@@ -12,14 +12,19 @@ An executor is anything with ``run(plans) -> failures``: :mod:`.slurm` is the ot
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -27,7 +32,7 @@ from typing import Any
 
 from .._base import log as logs
 from ..training import RunResult, TrainConfig, train
-from .plan import Failure, RunPlan, run_started
+from .plan import ComparisonInterrupted, Failure, RunPlan, run_started
 
 __all__ = ["LocalExecutor", "default_threads", "train_logged"]
 
@@ -57,11 +62,49 @@ def train_logged(config: TrainConfig, log_level: int = logging.INFO) -> str:
             for fd, copy in zip((1, 2), saved, strict=True):
                 os.dup2(copy, fd)
                 os.close(copy)
+            _end_if_orphaned()  # stopped because the comparison died: nobody waits for us
 
 
 def default_threads(jobs: int) -> int:
     """Threads per run when ``jobs`` runs share this machine's cores."""
     return max(1, (os.cpu_count() or 1) // jobs)
+
+
+# How long stopped runs get to finish their step and save before their worker is killed.
+STOP_GRACE_S = 120.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+_parent: int | None = None  # in a worker: the comparison's process
+
+
+def _worker_started(parent: int) -> None:
+    """In each worker: die with the comparison. Linux sends SIGTERM to this process when its
+    parent dies: an idle worker ends; a run in progress saves its checkpoint, as for any
+    SIGTERM, and :func:`train_logged` then ends the worker."""
+    global _parent
+    _parent = parent
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _end_if_orphaned()
+
+
+def _end_if_orphaned() -> None:
+    if _parent is not None and os.getppid() != _parent:
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Workers start by importing the parent's ``__main__`` (spawn's contract), which re-runs
+    a user's script that has no ``if __name__ == "__main__":`` guard. They need nothing
+    from it, so while they are being started ``__main__`` is an empty module."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 class _Workers:
@@ -71,7 +114,7 @@ class _Workers:
     others go on, and runs beside each other share nothing), while imports, CUDA context
     and dataset reading are paid once per worker instead of once per run. A worker that
     dies (a segfault, the out-of-memory killer) breaks the pool; it is rebuilt and the runs
-    that were in flight are tried once more.
+    that were in flight are tried once more. Workers die with the comparison.
     """
 
     def __init__(self, jobs: int, threads: int | None) -> None:
@@ -79,26 +122,64 @@ class _Workers:
         self.pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        previous = os.environ.get("OMP_NUM_THREADS")
-        if self.threads:  # the OpenMP pool under torch's intra-op threads: set before import
-            os.environ["OMP_NUM_THREADS"] = str(self.threads)
-        try:
-            return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
-        finally:
-            if previous is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = previous
+        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_started, initargs=(os.getpid(),))
 
     def submit(self, plan: RunPlan) -> Future:
-        return self.pool.submit(train_logged, plan.config, log.getEffectiveLevel())
+        # A spawn pool starts a worker inside submit() while none is idle.
+        with _main_hidden(), _omp_threads(self.threads):
+            return self.pool.submit(train_logged, plan.config, log.getEffectiveLevel())
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to every worker (a run stops after its step and saves)."""
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
 
     def rebuild(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._new()
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _omp_threads(threads: int | None) -> Iterator[None]:
+    """``OMP_NUM_THREADS`` for processes started here: the OpenMP pool under torch's intra-op
+    threads reads it at import, before a run could set it."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM to the comparison set a flag that its loop reads (the main thread
+    only; elsewhere the signals keep their handlers)."""
+
+    def __init__(self) -> None:
+        self.signal = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle)
+                             for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = self.signal or signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 class LocalExecutor:
@@ -139,12 +220,12 @@ class LocalExecutor:
             _announce(plan)
             began = time.perf_counter()
             try:
-                status = train(plan.config, data=self.data).status
+                result = train(plan.config, data=self.data)
             except Exception as err:
                 failed.append(_failure(plan, err))
                 continue
-            if status != "finished":
-                raise KeyboardInterrupt
+            if not result.finished:  # SIGINT/SIGTERM: the run saved where it stopped
+                raise ComparisonInterrupted(result.signal or signal.SIGINT)
             _finished(plan, time.perf_counter() - began)
         return failed
 
@@ -155,51 +236,69 @@ class LocalExecutor:
         pending: dict[Future, tuple[RunPlan, float]] = {}
         failed: list[Failure] = []
         started, done = time.perf_counter(), 0
-        try:
-            while queue or pending:
-                while queue and len(pending) < jobs:
-                    plan = queue.pop(0)
-                    _announce(plan)
-                    pending[workers.submit(plan)] = (plan, time.perf_counter())
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                broken = []
-                for future in finished:
-                    plan, began = pending.pop(future)
-                    error = future.exception()
-                    if isinstance(error, BrokenProcessPool):
-                        broken.append(plan)
-                    elif error is not None:
-                        failed.append(_failure(plan, error))
-                    elif future.result() != "finished":  # the worker was told to stop
-                        raise KeyboardInterrupt
-                    else:
-                        _finished(plan, time.perf_counter() - began)
-                        done += 1
-                        if done == 1 and queue:  # `jobs` runs took this long side by side
-                            left = (time.perf_counter() - started) * (
-                                len(queue) + len(pending)) / jobs
-                            log.info("%d runs to go, about %s more at this pace",
-                                     len(queue) + len(pending), _duration(left))
-                if broken:  # every run in flight failed with the pool: retry each once
-                    broken += [plan for plan, _ in pending.values()]
-                    pending.clear()
-                    workers.rebuild()
-                    for plan in reversed(broken):
-                        if plan.tries >= 1:
-                            failed.append(_failure(plan, RuntimeError(
-                                "its worker process died twice (a crash or out of memory)")))
-                            continue
-                        queue.insert(0, dataclasses.replace(
-                            plan, tries=plan.tries + 1,
-                            config=dataclasses.replace(plan.config,
-                                                   resume=run_started(plan.dir))))
-        except KeyboardInterrupt:
-            # The workers got the same Ctrl-C and stop after their current step, saved.
-            log.warning("interrupted; rerun the same command to continue")
-            raise
-        finally:
-            workers.close()
+        with _StopSignals() as stop:
+            try:
+                while queue or pending:
+                    while queue and len(pending) < jobs and not stop.signal:
+                        plan = queue.pop(0)
+                        _announce(plan)
+                        pending[workers.submit(plan)] = (plan, time.perf_counter())
+                    if stop.signal:
+                        raise ComparisonInterrupted(stop.signal)
+                    finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    broken = []
+                    for future in finished:
+                        plan, began = pending.pop(future)
+                        error = future.exception()
+                        if isinstance(error, BrokenProcessPool):
+                            broken.append(plan)
+                        elif error is not None:
+                            failed.append(_failure(plan, error))
+                        elif future.result() != "finished":  # the worker was told to stop
+                            raise ComparisonInterrupted(stop.signal or signal.SIGTERM)
+                        else:
+                            _finished(plan, time.perf_counter() - began)
+                            done += 1
+                            if done == 1 and queue:  # `jobs` runs took this long together
+                                left = (time.perf_counter() - started) * (
+                                    len(queue) + len(pending)) / jobs
+                                log.info("%d runs to go, about %s more at this pace",
+                                         len(queue) + len(pending), _duration(left))
+                    if broken and not stop.signal:  # the runs in flight died with the pool
+                        broken += [plan for plan, _ in pending.values()]
+                        pending.clear()
+                        workers.rebuild()
+                        for plan in reversed(broken):
+                            if plan.tries >= 1:
+                                failed.append(_failure(plan, RuntimeError(
+                                    "its worker process died twice (a crash or out of "
+                                    "memory)")))
+                                continue
+                            queue.insert(0, dataclasses.replace(
+                                plan, tries=plan.tries + 1,
+                                config=dataclasses.replace(plan.config,
+                                                           resume=run_started(plan.dir))))
+            except (ComparisonInterrupted, KeyboardInterrupt) as stopped:
+                _stop_workers(workers, pending, stop.signal or signal.SIGINT)
+                if isinstance(stopped, ComparisonInterrupted):
+                    raise
+                raise ComparisonInterrupted(signal.SIGINT) from None
+            finally:
+                workers.close()
         return failed
+
+
+def _stop_workers(workers: _Workers, pending: dict[Future, tuple[RunPlan, float]],
+                  signum: int) -> None:
+    """Let the runs in flight finish their step and save (they got the signal too, or get
+    it now); kill only a worker whose run does not stop in time."""
+    workers.signal(signal.SIGTERM)
+    _, late = wait(pending, timeout=STOP_GRACE_S)
+    for future in late:
+        log.warning("%s: did not stop within %.0f s; its last epoch's checkpoint is kept",
+                    pending[future][0].label, STOP_GRACE_S)
+    if late:
+        workers.signal(signal.SIGKILL)
 
 
 def _announce(plan: RunPlan) -> None:
@@ -212,7 +311,9 @@ def _finished(plan: RunPlan, took: float) -> None:
 
 
 def _failure(plan: RunPlan, error: BaseException) -> Failure:
-    log.warning("%s: FAILED (%s); see %s", plan.label, error, plan.dir / "train.log")
+    log_file = plan.dir / "train.log"
+    where = f"; see {log_file}" if log_file.is_file() else ""
+    log.warning("%s: FAILED (%s)%s", plan.label, error, where)
     return Failure(plan.spec, plan.seed, str(error))
 
 

@@ -20,6 +20,7 @@ from .records import BASELINE, describe_differences
 
 __all__ = [
     "CompareConfig",
+    "ComparisonInterrupted",
     "Failure",
     "RunPlan",
     "check_specs",
@@ -109,6 +110,17 @@ class RunPlan:
     @property
     def label(self) -> str:
         return f"[{self.number}/{self.total}] {self.spec} seed {self.seed}"
+
+
+class ComparisonInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a comparison; every run in flight saved its checkpoint.
+
+    Its message says how to continue (the command, when known); ``signal`` is the number.
+    """
+
+    def __init__(self, signal: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signal = signal
 
 
 @dataclass(frozen=True)
