@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -266,3 +267,44 @@ def test_compare_from_python_trains_exactly_as_the_command(finished, data_dir, t
         assert comparable(ours.config) == comparable(theirs.config), spec
         assert ours.config["precise_bn"] == 20 and ours.config["compile"] == "auto"
         assert (ours.predictions == theirs.predictions).all(), spec
+
+
+def test_two_command_line_comparisons_with_seed_ranges_merge(data_dir, tmp_path, capsys):
+    """The README's merge: a later comparison adds seeds (--seeds 1-1) to an earlier one;
+    a folder given twice counts once; two different runs under one key are refused."""
+    common = ["--attention", "se", "--epochs", "1", "--batch-size", "32", "--data-dir",
+              data_dir, "--in-process", "--no-progress", "--no-costs", "--no-html"]
+    assert main(["compare", *common, "--seeds", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main(["compare", *common, "--seeds", "1-1", "--out", str(tmp_path / "b")]) == 0
+    assert sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) == \
+        ["none-seed1", "se-seed1"]
+    merged = report([tmp_path / "a", tmp_path / "b", tmp_path / "a"], tmp_path / "m",
+                    html=False)
+    assert merged.seeds == [0, 1] and [r.seeds for r in merged.rows] == [2, 2]
+    # the same key, other predictions: refused, naming both folders
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    run = tmp_path / "c" / "runs" / "se-seed0"
+    with np.load(run / "predictions.npz") as saved:
+        arrays = dict(saved)
+    arrays["predictions"] = (arrays["predictions"] + 1) % 10
+    np.savez(run / "predictions.npz", **arrays)
+    result = json.loads((run / "result.json").read_text())
+    result["test_acc"] = float((arrays["predictions"] == arrays["targets"]).mean())
+    (run / "result.json").write_text(json.dumps(result))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--out",
+                 str(tmp_path / "n")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "two different runs of se seed 0" in err and str(run) in err and \
+        str(tmp_path / "a" / "runs" / "se-seed0") in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize(("seeds", "expected"), [(3, [0, 1, 2]), ("2", [0, 1]),
+                                                 ("3-5", [3, 4, 5]), ([4, 2], [4, 2])])
+def test_seeds_are_a_count_a_range_or_a_list(seeds, expected):
+    from attn2d.comparison.plan import parse_seeds
+
+    assert parse_seeds(seeds) == expected
+    for bad in ("0", "5-3", "a-b", "x", [1, 1], []):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)

@@ -18,8 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated spec strings; commas inside parentheses belong "
                              "to the spec, e.g. 'none,se,cbam(reduction=8)' "
                              "(default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
-                        help="seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--seeds", default=str(DEFAULT_SEEDS), metavar="N|A-B",
+                        help="N: seeds 0..N-1; A-B: seeds A..B, to add seeds to an earlier "
+                             "comparison and merge them with attn2d report (default: "
+                             "%(default)s)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each its own process; on a CPU each gets "
                              "cores/jobs threads unless --threads is given (default: 1)")

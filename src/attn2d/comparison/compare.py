@@ -29,6 +29,7 @@ from .plan import (
     CompareConfig,
     ComparisonInterrupted,
     check_specs,
+    parse_seeds,
     plan_runs,
     run_name,
 )
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 def compare(
     mechanisms: Sequence[str],
     base: TrainConfig | None = None,
-    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    seeds: int | str | Sequence[int] = DEFAULT_SEEDS,
     out: str | Path = "runs/compare",
     *,
     jobs: int = 1,
@@ -59,7 +60,8 @@ def compare(
         mechanisms: spec strings; ``"none"`` (the baseline) is added first if absent.
         base: settings shared by every run; ``attention``, ``seed`` and ``out`` are set here
             (default: :class:`CompareConfig`'s, which ``attn2d compare`` uses too).
-        seeds: a count N (seeds 0..N-1) or the seeds themselves.
+        seeds: a count N (seeds 0..N-1), a range ``"A-B"`` (to add seeds to an earlier
+            comparison, merged with :func:`report`), or the seeds themselves.
         out: output folder.
         jobs: runs at once (separate processes). On a CPU each gets cores/jobs threads
             unless ``base.threads`` is set; on a GPU they share the device.
@@ -79,9 +81,7 @@ def compare(
     """
     base = CompareConfig() if base is None else base
     specs = check_specs(mechanisms)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list:
-        raise Attn2dError(f"expected at least one seed, got {seeds!r}")
+    seed_list = parse_seeds(seeds)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise Attn2dError(f"expected --jobs >= 1, got {jobs!r}")
     names = [run_name(spec, s) for spec in specs for s in seed_list]

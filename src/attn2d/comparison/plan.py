@@ -24,6 +24,7 @@ __all__ = [
     "Failure",
     "RunPlan",
     "check_specs",
+    "parse_seeds",
     "plan_runs",
     "run_name",
     "run_started",
@@ -130,6 +131,34 @@ class Failure:
     mechanism: str
     seed: int
     error: str
+
+
+def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
+    """The seeds of a comparison: ``3`` or ``"3"`` for 0, 1, 2; ``"3-5"`` for 3, 4, 5 (a later
+    comparison that adds seeds to an earlier one, merged with ``attn2d report``); or the
+    seeds themselves."""
+    if isinstance(seeds, str):
+        text = seeds.strip()
+        low, dash, high = text.partition("-")
+        try:
+            if not dash:
+                return parse_seeds(int(text))
+            first, last = int(low), int(high)
+        except ValueError:
+            raise Attn2dError(f"expected --seeds as a count N (seeds 0..N-1) or a range A-B, "
+                              f"got {seeds!r}") from None
+        if not 0 <= first <= last:
+            raise Attn2dError(f"expected --seeds A-B with 0 <= A <= B, got {seeds!r}")
+        return list(range(first, last + 1))
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise Attn2dError(f"expected --seeds >= 1, got {seeds}")
+        return list(range(seeds))
+    chosen = list(seeds)
+    if not chosen or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                         for s in chosen) or len(set(chosen)) != len(chosen):
+        raise Attn2dError(f"expected distinct seeds >= 0, got {seeds!r}")
+    return chosen
 
 
 def check_specs(mechanisms: Sequence[str]) -> list[str]:
