@@ -65,6 +65,8 @@ class ComparisonRow(ItemAccess):
         verdict: better / worse / no detectable difference (None for the baseline).
         detectable_pp: the smallest difference the comparison detects.
         forward_ms, train_step_ms, epoch_s, train_peak_mib: the cost pass's figures.
+        forward_spread, train_step_spread: how far the cost pass's rounds disagreed
+            (interquartile range over median).
         run_time_per_epoch_s, run_images_per_s: as the runs themselves measured them.
     """
 
@@ -91,6 +93,8 @@ class ComparisonRow(ItemAccess):
     train_step_ms: float | None = None
     epoch_s: float | None = None
     train_peak_mib: float | None = None
+    forward_spread: float | None = None
+    train_step_spread: float | None = None
     run_images_per_s: float | None = None
 
     @property
@@ -178,6 +182,8 @@ def _row(spec: str, runs: list[RunRecord], outcomes: dict[int, np.ndarray],
         verdict=v.verdict if v else None, detectable_pp=_pp(v.detectable) if v else None,
         forward_ms=cost.get("forward_ms"), train_step_ms=cost.get("train_step_ms"),
         epoch_s=cost.get("epoch_s"), train_peak_mib=cost.get("train_peak_mib"),
+        forward_spread=cost.get("forward_spread"),
+        train_step_spread=cost.get("train_step_spread"),
         run_images_per_s=_mean([r.result.images_per_s for r in runs]))
 
 
@@ -279,6 +285,18 @@ def _notes(comparison: Comparison) -> list[str]:
             f"loss, backward, SGD step) and eval-mode forward latency of one batch; epoch = "
             f"steps per epoch × step time; train peak = the allocator's peak of one training "
             f"step above what was allocated before it. MACs per image.")
+        spreads = [v for r in comparison.rows for v in (r.forward_spread, r.train_step_spread)
+                   if v is not None]
+        if spreads:
+            notes.append(
+                f"Each cost figure is the median of its rounds; rounds that spread more than "
+                f"{100 * costs.get('max_spread', 0.25):.0f} % (interquartile range over median) "
+                f"were measured again, up to {costs.get('passes', 3)} passes; the largest "
+                f"spread left is {100 * max(spreads):.0f} %.")
+        load = costs.get("load_before")
+        if load is not None and load > 1:
+            notes.append(f"The machine was busy when the costs were measured (load {load:.1f} "
+                         "per core): compare the cost columns with care.")
         if comparison.cost_passes > 1:
             notes.append("The merged folders' costs come from separate passes; compare them "
                          "with care.")

@@ -1,8 +1,9 @@
 """Timing primitives: interleaved medians of repeated calls, and the peak memory of one call.
 
-* :func:`time_interleaved`: the median seconds per call of several steps measured in
-  alternating rounds, each round in a rotated order, so a burst of load on a shared machine
-  hits all of them alike and ratios between them come from the same rounds.
+* :func:`measure_interleaved` / :func:`time_interleaved`: seconds per call of several steps
+  measured in alternating rounds, each round in a rotated order, so a burst of load on a
+  shared machine hits all of them alike and ratios between them come from the same rounds;
+  the median over rounds, with the quartiles that say how far the rounds disagree.
 * :func:`peak_memory`: bytes allocated at the highest point of one call above what was
   live before it. On CUDA from :func:`torch.cuda.max_memory_allocated`; on CPU, where
   PyTorch keeps no peak statistic, :func:`cpu_peak_memory` sums the allocation and free
@@ -22,13 +23,14 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from .._base.errors import Attn2dError
 
-__all__ = ["CLOCKS", "MIN_SAMPLE_S", "cpu_peak_memory", "get_clock", "peak_memory", "sync",
-           "time_interleaved"]
+__all__ = ["CLOCKS", "MIN_SAMPLE_S", "Timing", "cpu_peak_memory", "get_clock",
+           "measure_interleaved", "peak_memory", "sync", "time_interleaved"]
 
 CLOCKS = ("wall", "cpu")
 
@@ -57,15 +59,36 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one step over the rounds of :func:`measure_interleaved`.
+
+    Attributes:
+        median: the median over rounds (what is reported).
+        low, high: the first and third quartiles over rounds.
+        rounds: how many rounds (samples) there were.
+    """
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median: how far the rounds disagree."""
+        return (self.high - self.low) / self.median if self.median > 0 else 0.0
+
+
+def measure_interleaved(
     steps: dict[str, Callable[[], None]],
     budget_s: float = 0.5,
     min_rounds: int = 5,
     max_rounds: int = 100,
     device: torch.device | str = "cpu",
     clock: Clock = "wall",
-) -> dict[str, float]:
-    """Median seconds per call of each step, the steps alternating round by round.
+) -> dict[str, Timing]:
+    """Seconds per call of each step, the steps alternating round by round.
 
     Each step is called twice first (warm-up, then a probe that sets how many calls make
     one sample of at least :data:`MIN_SAMPLE_S`); then one sample of every step per round,
@@ -99,7 +122,20 @@ def time_interleaved(
                 step()
             sync(device)
             samples[name].append((now() - start) / n)
-    return {n: statistics.median(s) for n, s in samples.items()}
+    timings = {}
+    for name, values in samples.items():
+        low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+        timings[name] = Timing(statistics.median(values), low, high, len(values))
+    return timings
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], budget_s: float = 0.5,
+                     min_rounds: int = 5, max_rounds: int = 100,
+                     device: torch.device | str = "cpu", clock: Clock = "wall"
+                     ) -> dict[str, float]:
+    """The medians of :func:`measure_interleaved` (same arguments)."""
+    return {name: t.median for name, t in measure_interleaved(
+        steps, budget_s, min_rounds, max_rounds, device, clock).items()}
 
 
 def peak_memory(step: Callable[[], None], device: torch.device | str = "cpu") -> int:
