@@ -105,6 +105,7 @@ def compare(
                                   num_workers=base.num_workers)
         base = dataclasses.replace(base, dataset=data.info.name)
     base = base.resolved()
+    jobs = min(jobs, len(specs) * len(seed_list))  # no more workers than runs
     if base.threads is None and device.type == "cpu" and jobs > 1:
         base = dataclasses.replace(base, threads=default_threads(jobs))
     base = dataclasses.replace(base, progress=base.progress and in_process).check()
@@ -112,7 +113,8 @@ def compare(
     plans = plan_runs(specs, base, seed_list, out)
     todo = sum(not p.finished for p in plans)
     log.info("%d models x %d seeds = %d runs (%d finished), %d at a time, in %s",
-             len(specs), len(seed_list), len(plans), len(plans) - todo, jobs, out)
+             len(specs), len(seed_list), len(plans), len(plans) - todo,
+             max(1, min(jobs, todo)), out)
     write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
                                           "command": command})
     try:
