@@ -18,6 +18,7 @@ import numpy as np
 
 from .._base.errors import Attn2dError
 from .._base.io import read_json, read_jsonl, read_npz
+from ..modules.registry import NO_ATTENTION
 from ..training import RUNTIME_FIELDS, RunResult
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-BASELINE = "none"  # the mechanism name of the runs without attention
+BASELINE = NO_ATTENTION  # the mechanism name of the runs without attention
 # A stored accuracy and the one recomputed from the stored predictions agree to rounding.
 _ACCURACY_TOLERANCE = 1e-9
 

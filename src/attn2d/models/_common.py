@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
 from .._base.validate import check_choice, check_int
-from ..modules.registry import get, lookup
+from ..modules.registry import get, lookup, no_attention
 from .attention import ResidualBlend, mark_attention, starts_as_identity
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def resolve_attention(
     """
     if placement is not None:
         check_choice(placement, PLACEMENTS, "placement", owner)
-    if attention is None or (isinstance(attention, str) and attention.strip().lower() == "none"):
+    if no_attention(attention):
         return None, placement
     if isinstance(attention, str):
         factory = get(attention)  # validates the name and keywords before any layer is built

@@ -20,6 +20,7 @@ from .._base.errors import Attn2dError
 from . import channel, global_, hybrid, spatial
 
 __all__ = [
+    "NO_ATTENTION",
     "LayerFactory",
     "Mechanism",
     "available",
@@ -27,9 +28,18 @@ __all__ = [
     "get",
     "is_mechanism",
     "lookup",
+    "no_attention",
     "outermost_mechanisms",
     "parse_spec",
 ]
+
+NO_ATTENTION = "none"  # the spec of a model without attention (a comparison's baseline)
+
+
+def no_attention(spec: object) -> bool:
+    """True for the specs that mean "no attention": None, ``""`` and ``"none"`` in any case."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("",
+                                                                              NO_ATTENTION))
 
 
 @dataclass(frozen=True)

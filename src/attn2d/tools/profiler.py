@@ -353,19 +353,19 @@ def cost_table(
         placement: ``"block"`` / ``"stage"`` for all, or None for each mechanism's default.
     """
     from ..models import create_model
-    from ..modules.registry import available, lookup
+    from ..modules.registry import NO_ATTENTION, available, lookup
 
     shape = _batch_shape(input_shape, None)
     specs = list(mechanisms) if mechanisms is not None else [m.name for m in available()]
     rows: list[dict[str, Any]] = []
-    for spec in ["none", *specs]:
+    for spec in [NO_ATTENTION, *specs]:
         net = create_model(model, attention=spec, placement=placement, num_classes=num_classes,
                            in_channels=shape[1])
         params = sum(p.numel() for p in net.parameters())
         macs = count_macs(net, shape)
         base = rows[0] if rows else {"params": params, "macs": macs}
-        rows.append({"mechanism": spec,
-                     "placement": "-" if spec == "none" else placement or lookup(spec).placement,
+        where = "-" if spec == NO_ATTENTION else placement or lookup(spec).placement
+        rows.append({"mechanism": spec, "placement": where,
                      "params": params,
                      "delta_params": params - base["params"], "macs": macs,
                      "delta_macs_pct": round(100 * (macs - base["macs"]) / base["macs"], 2)})

@@ -10,7 +10,7 @@ from .._base.amp import AMP_DTYPES
 from .._base.validate import check_choice, check_int, check_number, fail, flag
 from ..data import DataSpec, canonical_dataset
 from ..models import is_model_name, list_models
-from ..modules.registry import get
+from ..modules.registry import get, no_attention
 
 __all__ = [
     "COMPILE_MODES",
@@ -39,9 +39,7 @@ RUNTIME_FIELDS = frozenset({
 
 def normalize_attention(spec: str | None) -> str | None:
     """``None`` for no attention (``None``, ``""``, ``"none"`` in any case), else the spec."""
-    if spec is None or spec.strip().lower() in ("", "none"):
-        return None
-    return spec
+    return None if no_attention(spec) else spec
 
 
 @dataclass(frozen=True)
