@@ -1,0 +1,122 @@
+"""The fixed-seed design by simulation (synthetic per-seed accuracies, no training): false
+verdicts at most α + 3 Monte-Carlo standard errors with equal and with the measured unequal
+seed noise of the demo's mechanisms, the equivalence verdict at the margin, the pooled
+two-way + Dunnett candidate that the measured noise rules out, and the vectorised rules
+agreeing with :func:`compare_to_baseline` on outcome tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from attn2d.stats import compare_to_baseline, paired_verdicts
+from attn2d.stats.design import pooled_dunnett_verdicts
+from attn2d.stats.variance import studentised
+
+ALPHA = 0.05
+SIMULATIONS = 4000
+# Covariance (pp²) of per-seed test accuracy over 10 seeds at the demo's settings (2 epochs,
+# 3,000 training images, 10,000 test images, small CNN), measured by
+# `python benchmarks/aa_test.py --ab`: none, se, eca, cbam, nonlocal, danet, criss-cross.
+# The seed sd of Δ ranges from 0.18 pp (criss-cross) to 1.06 pp (CBAM).
+MEASURED = np.array([
+    [0.1378, 0.1093, 0.0942, 0.1303, 0.0806, 0.0282, 0.0994],
+    [0.1093, 0.2676, 0.0719, 0.1118, 0.0751, 0.0604, 0.0784],
+    [0.0942, 0.0719, 0.2216, 0.0814, 0.0651, 0.0350, 0.1071],
+    [0.1303, 0.1118, 0.0814, 1.2542, -0.0155, -0.1580, 0.0139],
+    [0.0806, 0.0751, 0.0651, -0.0155, 0.0849, 0.0423, 0.0760],
+    [0.0282, 0.0604, 0.0350, -0.1580, 0.0423, 0.1157, 0.0350],
+    [0.0994, 0.0784, 0.1071, 0.0139, 0.0760, 0.0350, 0.0934],
+]) / 100**2
+EQUAL = np.eye(7) * 0.0041**2  # the A/A seed sd of accuracy, 0.41 pp, for every model
+
+
+def accuracies(cov: np.ndarray, seeds: int, seed: int, shift: np.ndarray | None = None
+               ) -> np.ndarray:
+    """(SIMULATIONS, models, seeds) per-seed accuracies, N(shift, cov) across models."""
+    rng = np.random.default_rng(seed)
+    y = np.linalg.cholesky(cov) @ rng.standard_normal((SIMULATIONS, len(cov), seeds))
+    return y if shift is None else y + shift[None, :, None]
+
+
+def default_codes(y: np.ndarray, margin: float | None = None) -> np.ndarray:
+    """The default design's verdict codes (mechanisms along axis 1) from per-seed values."""
+    mean, se, df = studentised(y[:, 1:] - y[:, :1])
+    return paired_verdicts(mean, se, df, ALPHA, margin)[2]
+
+
+def bound(alpha: float = ALPHA) -> float:
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / SIMULATIONS)
+
+
+def any_false(codes: np.ndarray) -> float:
+    """Share of simulated tables with at least one better/worse (all null here)."""
+    return float(((codes == 1) | (codes == 2)).any(axis=1).mean())
+
+
+@pytest.mark.parametrize("seeds", [3, 5, 10])
+@pytest.mark.parametrize("cov", [EQUAL, MEASURED], ids=["equal noise", "measured noise"])
+def test_the_default_design_keeps_false_verdicts_below_alpha(cov, seeds):
+    assert any_false(default_codes(accuracies(cov, seeds, seeds))) <= bound()
+
+
+@pytest.mark.parametrize("seeds", [3, 5, 10])
+def test_the_pooled_dunnett_candidate_holds_only_with_equal_noise(seeds):
+    equal = accuracies(EQUAL, seeds, 10 + seeds)
+    assert any_false(pooled_dunnett_verdicts(equal[:, 0], equal[:, 1:])) <= bound()
+    measured = accuracies(MEASURED, seeds, 20 + seeds)
+    codes = pooled_dunnett_verdicts(measured[:, 0], measured[:, 1:])
+    assert any_false(codes) > 0.08  # CBAM's seed noise is charged to all
+    assert ((codes[:, 2] == 1) | (codes[:, 2] == 2)).mean() > 0.07  # cbam alone
+
+
+@pytest.mark.parametrize("seeds", [3, 5, 10])
+def test_equivalence_at_the_margin_is_rarely_claimed(seeds):
+    # Every mechanism exactly 0.5 pp better: "equivalent within ±0.5 pp" is false for all;
+    # small noise (0.15 pp per seed) makes it as tempting as it gets.
+    shift = np.array([0.0] + [0.005] * 6)
+    y = accuracies(np.eye(7) * 0.0015**2, seeds, 30 + seeds, shift)
+    codes = default_codes(y, margin=0.005)
+    assert float(((codes == 3) | (codes == 2)).any(axis=1).mean()) <= bound()
+    assert (codes == 1).mean() > 0  # and some are rightly better
+
+
+def test_power_at_one_point_is_what_the_seeds_allow():
+    # One mechanism +1 pp with the A/A noise: a valid design cannot do much at 3 seeds.
+    shift = np.array([0.0, 0.01] + [0.0] * 5)
+    power = {s: float((default_codes(accuracies(EQUAL, s, 40 + s, shift))[:, 0] == 1).mean())
+             for s in (3, 5, 10)}
+    assert power[3] < 0.2 < power[5] < 0.6 < power[10]
+
+
+def test_the_vectorised_rules_are_compare_to_baseline():
+    # Outcome tables whose per-seed differences are known and whose images hardly vary
+    # (each seed changes its own block), so both paths see the same per-seed values.
+    rng = np.random.default_rng(8)
+    images, seeds = 6000, 4
+    counts = rng.integers(-30, 60, size=(5, seeds))  # images won (+) or lost (−) per seed
+    base = np.zeros((seeds, images), bool)
+    base[:, images // 2:] = True
+    mechanisms = {}
+    for j, row in enumerate(counts):
+        mech = base.copy()
+        for s, k in enumerate(row):
+            start = 500 * s
+            if k > 0:
+                mech[s, start:start + k] = True
+            else:
+                mech[s, images // 2 + start: images // 2 + start - k] = False
+        mechanisms[f"m{j}"] = mech
+    result = compare_to_baseline(base, mechanisms, margin=0.004)
+    mean, se, df = studentised(counts / images)
+    p, p_adj, codes = paired_verdicts(mean, se, df, ALPHA, 0.004)
+    verdicts = {1: "better", 2: "worse", 3: "equivalent", 4: "no detectable difference"}
+    for j, name in enumerate(mechanisms):
+        v = result[name]
+        # the outcome path adds a test-set term, here at most a few parts per million
+        assert (v.delta, v.se, v.p, v.p_adjusted) == pytest.approx((mean[j], se[j], p[j],
+                                                                    p_adj[j]), rel=1e-4)
+        assert v.verdict == verdicts[int(codes[j])] and v.df == pytest.approx(seeds - 1,
+                                                                              rel=1e-3)
