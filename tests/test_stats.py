@@ -74,7 +74,8 @@ def test_crossed_mean_matches_the_anova_by_hand(shape):
     y = (rng.random(shape) < difficulty * 0.8 + rng.normal(0, 0.05, (shape[0], 1))).astype(float)
     est = crossed_mean(y)
     mean, se, df = crossed_by_hand(y.tolist())
-    assert (est.mean, est.se, est.df) == pytest.approx((mean, se, df), rel=1e-10)
+    assert (est.mean, est.se, est.satterthwaite_df) == pytest.approx((mean, se, df), rel=1e-10)
+    assert est.df == shape[0] - 1  # what the tests use: the seed term's own
     assert est.image_se > 0 and est.se**2 == pytest.approx(est.seed_se**2 + est.image_se**2)
 
 
@@ -200,15 +201,19 @@ def test_per_seed_differences_give_the_t_test_when_images_do_not_vary():
 
 
 def test_the_same_images_won_in_every_seed_are_judged_by_the_test_set_term():
-    # No seed spread at all: only another draw of test images could undo the gain, so the
-    # test is the one-sample t-test over images of the per-image differences.
+    # No seed spread at all: only another draw of test images could undo the gain. The
+    # standard error is the test-set term, the sd over images of the per-image differences
+    # / √N; the test keeps the seeds' 2 df (conservative: 12 of 500 images is not enough).
     base = np.zeros((3, 500), bool)
     mech = base.copy()
     mech[:, :12] = True
     v = versus_baseline(base, mech)
     per_image = (mech.astype(int) - base).mean(axis=0)
-    assert v.p == pytest.approx(sps.ttest_1samp(per_image, 0).pvalue, rel=1e-6)
-    assert v.verdict == BETTER and v.seed_sd == pytest.approx(0, abs=1e-15)
+    se = per_image.std(ddof=1) / math.sqrt(500)
+    assert v.se == pytest.approx(se) and v.df == 2
+    assert v.p == pytest.approx(2 * sps.t.sf(per_image.mean() / se, 2))
+    assert v.verdict == NO_DIFFERENCE and v.seed_sd == pytest.approx(0, abs=1e-15)
+    assert versus_baseline(base, with_extra(base, [60] * 3)).verdict == BETTER  # 60 images
 
 
 def test_a_consistent_gain_is_better_and_a_consistent_loss_worse():

@@ -212,6 +212,18 @@ def test_false_verdicts_with_the_most_looks_stay_below_alpha(every_seed, sd):
     assert float(((codes == 1) | (codes == 2)).any(axis=1).mean()) <= bound()
 
 
+@pytest.mark.parametrize("share", [0.3, 3.0])
+def test_a_test_set_term_shared_by_every_look_keeps_false_verdicts_below_alpha(every_seed,
+                                                                               share):
+    # this test set favours the mechanism or the baseline by d̄ in every look alike
+    rng = np.random.default_rng(int(10 * share))
+    image_var = share * 0.004**2 / 3
+    d = rng.normal(0, math.sqrt(image_var), (SIMULATIONS, 6, 1))
+    x = rng.normal(0, 0.004, (SIMULATIONS, 6, 10)) + d
+    codes, _ = simulate(every_seed, x, image_var)
+    assert float(((codes == 1) | (codes == 2)).any(axis=1).mean()) <= bound()
+
+
 @pytest.mark.parametrize("sd", [0.003, 0.0015])
 def test_equivalence_at_the_margin_stays_below_alpha(every_seed, sd):
     x = np.random.default_rng(2).normal(0.005, sd, (SIMULATIONS, 6, 10))  # Δ = +M exactly

@@ -4,14 +4,15 @@ seed and by test image, verdicts that control the chance of any false one at α
 
 For mechanism j the paired difference Δ_j is a mean over seeds × test images of
 (mechanism − baseline) outcomes; its standard error has a seed term (that mechanism's own
-per-seed differences, S − 1 df) and a test-set term (:mod:`attn2d.stats.variance`),
-Satterthwaite df. Each mechanism keeps its own variance: in the demo's own runs the seed
-spread of Δ ranges from 0.18 pp (criss-cross) to 1.06 pp (CBAM) over 10 seeds (Bartlett
-p = 3e-6), and pooling it over mechanisms, as a seed-blocked two-way analysis with
-Dunnett's procedure would, then calls false verdicts for the noisy ones (benchmarks/aa_test.py,
-tests/test_stats_design.py). The family is controlled by Holm's step-down procedure over the
-mechanisms' t-test p-values; with a margin M, a mechanism whose (1 − 2α/m) interval lies
-within ±M is ``equivalent`` (two one-sided tests, Bonferroni over m).
+per-seed differences) and a test-set term (:mod:`attn2d.stats.variance`); its t-test and
+interval use the seed term's S − 1 degrees of freedom. Each mechanism keeps its own
+variance: in the demo's own runs the seed spread of Δ ranges from 0.18 pp (criss-cross) to
+1.06 pp (CBAM) over 10 seeds (Bartlett p = 3e-6), and pooling it over mechanisms, as a
+seed-blocked two-way analysis with Dunnett's procedure would, then calls false verdicts
+for the noisy ones (benchmarks/aa_test.py, tests/test_stats_design.py). The family is
+controlled by Holm's step-down procedure over the mechanisms' t-test p-values; with a
+margin M, a mechanism whose (1 − 2α/m) interval lies within ±M is ``equivalent`` (two
+one-sided tests, Bonferroni over m).
 
 Fewer than 3 paired seeds give no verdict (:data:`UNTESTED`): one or two seeds cannot
 measure how much Δ moves between seeds. The exact McNemar test on the discordant images
@@ -46,7 +47,7 @@ class Versus:
         delta: mean over the paired seeds and test images of (mechanism − baseline).
         low, high: confidence interval of ``delta`` at the level given, unadjusted (seed
             and test-set noise; one seed: test-set noise only, conditional on that seed).
-        p: two-sided p-value of "no difference" (Satterthwaite t-test); NaN below 3 seeds.
+        p: two-sided p-value of "no difference" (t-test, S − 1 df); NaN below 3 seeds.
         p_adjusted: ``p`` after Holm's adjustment over the mechanisms compared.
         verdict: ``better``, ``worse``, ``equivalent`` (with a margin),
             ``no detectable difference`` or ``untested: needs ≥ 3 seeds``.
@@ -56,7 +57,8 @@ class Versus:
         detectable_unadjusted: the same at α for this comparison alone.
         seeds: seeds present for both (the pairs used).
         images: test images per seed.
-        se, df: standard error of ``delta`` and its Satterthwaite degrees of freedom.
+        se, df: standard error of ``delta`` (seed and test-set terms) and the degrees of
+            freedom of its test, S − 1 (``inf`` with one seed: test-set term only).
         seed_sd: sd of the per-seed differences (NaN with one seed).
         mechanism_only: images only the mechanism got right, summed over those seeds.
         baseline_only: images only the baseline got right, summed over those seeds.
@@ -190,10 +192,10 @@ def compare_to_baseline(baseline: Outcomes, mechanisms: Mapping[str, Outcomes],
                         margin: float | None = None) -> dict[str, Versus]:
     """Every mechanism against the baseline on the seeds each shares with it.
 
-    Mechanisms with 3 or more paired seeds form the family: Satterthwaite t-tests of their
-    paired differences, Holm-adjusted over the family, verdicts at α; with ``margin``
-    (accuracy fraction, 0.005 = 0.5 pp) also ``equivalent``. Mechanisms with fewer seeds
-    are ``untested: needs ≥ 3 seeds``.
+    Mechanisms with 3 or more paired seeds form the family: t-tests (S − 1 df) of their
+    paired differences over seeds × test images, Holm-adjusted over the family, verdicts
+    at α; with ``margin`` (accuracy fraction, 0.005 = 0.5 pp) also ``equivalent``.
+    Mechanisms with fewer seeds are ``untested: needs ≥ 3 seeds``.
 
     Args:
         baseline: the baseline's outcomes (S, N), see :mod:`attn2d.stats`.
@@ -248,12 +250,12 @@ def versus_baseline(baseline: Outcomes, mechanism: Outcomes, confidence: float =
 
 def _method(seeds: int, images: int) -> str:
     if seeds >= MIN_SEEDS:
-        return (f"paired over {seeds} seeds × {images:,} test images: Satterthwaite t-interval "
-                "and t-test (seed and test-set noise)")
+        return (f"paired over {seeds} seeds × {images:,} test images: t-interval and t-test "
+                f"with {seeds - 1} df (seed and test-set noise)")
     return (f"paired over {seeds} seed{'s' if seeds > 1 else ''} × {images:,} test images: "
             f"no test, {UNTESTED}; interval "
             + ("conditional on that seed (test-set noise only)" if seeds == 1
-               else "over seeds and test images with 1 seed-df"))
+               else "over seeds and test images, 1 df"))
 
 
 def method_footnote(seeds: int, images: int, alpha: float = 0.05, *, confidence: float = 0.95,
@@ -275,7 +277,7 @@ def method_footnote(seeds: int, images: int, alpha: float = 0.05, *, confidence:
     equivalence = (f"; equivalent: the 1 − 2α/m interval (two one-sided tests, Bonferroni) "
                    f"within ±{100 * margin:g} pp" if margin is not None else "")
     return (f"{images:,} test images, {accuracy}; Δ vs baseline: paired by seed and image, "
-            f"{level} Satterthwaite t-interval and t-test, each mechanism its own seed noise; "
+            f"{level} t-interval and t-test (S − 1 df), each mechanism its own seed noise; "
             f"p Holm-adjusted over the mechanisms compared, verdict at {a}{equivalence}; "
             f"smallest detectable difference at {100 * power:g} % power, two-sided, "
             "Bonferroni-adjusted over the mechanisms.")
