@@ -1,7 +1,8 @@
 """The fixed-seed design by simulation (synthetic per-seed accuracies, no training): false
 verdicts at most α + 3 Monte-Carlo standard errors with equal and with the measured unequal
-seed noise of the demo's mechanisms, the equivalence verdict at the margin, the pooled
-two-way + Dunnett candidate that the measured noise rules out, and the vectorised rules
+seed noise of the demo's mechanisms and with a test-set term, the equivalence verdict at
+the margin, the candidates the measurements rule out (pooled two-way + Dunnett, with or
+without a test of equal spread first; Satterthwaite's df), and the vectorised rules
 agreeing with :func:`compare_to_baseline` on outcome tables."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from attn2d.stats import compare_to_baseline, paired_verdicts
 from attn2d.stats.design import pooled_dunnett_verdicts
@@ -70,6 +72,29 @@ def test_the_pooled_dunnett_candidate_holds_only_with_equal_noise(seeds):
     codes = pooled_dunnett_verdicts(measured[:, 0], measured[:, 1:])
     assert any_false(codes) > 0.08  # CBAM's seed noise is charged to all
     assert ((codes[:, 2] == 1) | (codes[:, 2] == 2)).mean() > 0.07  # cbam alone
+
+
+@pytest.mark.parametrize("cov", [EQUAL, MEASURED], ids=["equal noise", "measured noise"])
+def test_pooling_only_when_bartlett_accepts_equal_spread_still_calls_false_verdicts(cov):
+    # a pretest at 3 seeds: pooled + Dunnett where Bartlett's p > 0.25, else the default
+    y = accuracies(cov, 3, 7)
+    bartlett = np.array([sps.bartlett(*row).pvalue for row in y[:, 1:] - y[:, :1]])
+    codes = np.where((bartlett > 0.25)[:, None], pooled_dunnett_verdicts(y[:, 0], y[:, 1:]),
+                     default_codes(y))
+    assert any_false(codes) > bound()
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3])
+def test_satterthwaites_df_would_reject_too_often_at_three_seeds(share):
+    # why the tests keep S − 1 df: Z / √(â + b), â a 2-df seed term, b a nearly known one
+    rng = np.random.default_rng(9)
+    n, a, b = 400_000, 1.0, share
+    z = rng.standard_normal(n) * math.sqrt(a + b)
+    seed_term = a * rng.chisquare(2, n) / 2
+    df = (seed_term + b) ** 2 / (seed_term**2 / 2)
+    t = np.abs(z) / np.sqrt(seed_term + b)
+    assert (t > sps.t.isf(0.025, df)).mean() > 0.07  # Satterthwaite: ~7.8 %, 7.4 %
+    assert (t > sps.t.isf(0.025, 2)).mean() < 0.05  # S − 1: conservative
 
 
 @pytest.mark.parametrize("seeds", [3, 5, 10])
