@@ -32,7 +32,7 @@ from scipy import stats as sps
 from ._inputs import Outcomes, outcomes, paired, probability
 from .quantiles import detectable_shift, many_to_one_quantile
 from .testset import mcnemar_p
-from .variance import crossed_mean
+from .variance import MeanEstimate, crossed_mean
 from .verdicts import BETTER, EQUIVALENT, MIN_SEEDS, NO_DIFFERENCE, UNTESTED, WORSE
 
 __all__ = ["Versus", "compare_to_baseline", "holm", "method_footnote", "paired_verdicts",
@@ -155,35 +155,33 @@ _VERDICTS = {1: BETTER, 2: WORSE, 3: EQUIVALENT, 4: NO_DIFFERENCE}
 
 
 # -- a comparison's statistics --------------------------------------------------------------
-def _interval(mean: float, se: float, df: float, confidence: float) -> tuple[float, float]:
-    if se == 0:
-        return mean, mean
-    half = float(sps.t.ppf((1 + confidence) / 2, df)) * se
-    return mean - half, mean + half
+def _interval(e: MeanEstimate, confidence: float) -> tuple[float, float]:
+    half = float(sps.t.ppf((1 + confidence) / 2, e.df)) * e.se if e.se > 0 else 0.0
+    return e.mean - half, e.mean + half
 
 
-def _detectable(se: float, df: float, level: float, power: float) -> float:
-    return detectable_shift(float(sps.t.isf(level / 2, df)), df, power) * se
+def _detectable(e: MeanEstimate, level: float, power: float) -> float:
+    return detectable_shift(float(sps.t.isf(level / 2, e.df)), e.df, power) * e.se
 
 
 @dataclass(frozen=True)
 class _Paired:
-    seeds: int
+    """One mechanism's paired difference and its discordant images."""
+
+    est: MeanEstimate
     images: int
-    mean: float
-    se: float
-    df: float
-    seed_sd: float
     mechanism_only: int
     baseline_only: int
+
+    @property
+    def seeds(self) -> int:
+        return self.est.per_seed.size
 
 
 def _paired(base: Mapping[int, np.ndarray], mech: Mapping[int, np.ndarray],
             owner: str) -> _Paired:
-    seeds, b, m = paired(base, mech, owner)
-    est = crossed_mean(m.astype(np.int8) - b.astype(np.int8))
-    seed_sd = float(est.per_seed.std(ddof=1)) if len(seeds) > 1 else math.nan
-    return _Paired(len(seeds), b.shape[1], est.mean, est.se, est.df, seed_sd,
+    _, b, m = paired(base, mech, owner)
+    return _Paired(crossed_mean(m.astype(np.int8) - b.astype(np.int8)), b.shape[1],
                    int((m & ~b).sum()), int((b & ~m).sum()))
 
 
@@ -216,23 +214,23 @@ def compare_to_baseline(baseline: Outcomes, mechanisms: Mapping[str, Outcomes],
     stats = {name: _paired(base, outcomes(o, f"{owner}: {name}"), f"{owner}: {name}")
              for name, o in mechanisms.items()}
     family = [name for name, s in stats.items() if s.seeds >= MIN_SEEDS]
-    p, p_adj, codes = paired_verdicts([stats[n].mean for n in family],
-                                      [stats[n].se for n in family],
-                                      [stats[n].df for n in family], alpha, margin)
+    p, p_adj, codes = paired_verdicts([stats[n].est.mean for n in family],
+                                      [stats[n].est.se for n in family],
+                                      [stats[n].est.df for n in family], alpha, margin)
     decided = {name: (float(p[i]), float(p_adj[i]), _VERDICTS[int(codes[i])])
                for i, name in enumerate(family)}
     results = {}
     for name, s in stats.items():
-        low, high = _interval(s.mean, s.se, s.df, confidence)
+        e = s.est
+        low, high = _interval(e, confidence)
         tested = name in decided
         p_one, p_family, verdict = decided.get(name, (math.nan, math.nan, UNTESTED))
         results[name] = Versus(
-            delta=s.mean, low=low, high=high, p=p_one, p_adjusted=p_family, verdict=verdict,
-            detectable=_detectable(s.se, s.df, alpha / len(family), power) if tested
-            else math.nan,
-            detectable_unadjusted=_detectable(s.se, s.df, alpha, power) if tested
-            else math.nan,
-            seeds=s.seeds, images=s.images, se=s.se, df=s.df, seed_sd=s.seed_sd,
+            delta=e.mean, low=low, high=high, p=p_one, p_adjusted=p_family, verdict=verdict,
+            detectable=_detectable(e, alpha / len(family), power) if tested else math.nan,
+            detectable_unadjusted=_detectable(e, alpha, power) if tested else math.nan,
+            seeds=s.seeds, images=s.images, se=e.se, df=e.df,
+            seed_sd=float(e.per_seed.std(ddof=1)) if s.seeds > 1 else math.nan,
             mechanism_only=s.mechanism_only, baseline_only=s.baseline_only,
             test_set_p=mcnemar_p(s.mechanism_only, s.baseline_only),
             margin=margin, method=_method(s.seeds, s.images))

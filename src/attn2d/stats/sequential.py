@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from ._inputs import Outcomes, outcomes, probability
+from ._inputs import Outcomes, images_of, outcomes, probability
 from .boundaries import calibrated_bounds, obrien_fleming_spending, t_bounds
 from .variance import crossed_mean, studentised
 from .verdicts import BETTER, EQUIVALENT, MIN_SEEDS, NO_DIFFERENCE, OPEN, WORSE
@@ -65,9 +65,9 @@ class SequentialDesign:
     looks: tuple[int, ...]
     margin: float
     alpha: float
-    bounds: tuple[float, ...] = field(default=())
-    equivalence_bounds: tuple[float, ...] = field(default=())
-    alpha_spent: tuple[float, ...] = field(default=())
+    bounds: tuple[float, ...]
+    equivalence_bounds: tuple[float, ...]
+    alpha_spent: tuple[float, ...]
 
     @property
     def max_seeds(self) -> int:
@@ -285,15 +285,16 @@ def sequential_update(state: SequentialDesign | Mapping[str, Any], baseline: Out
     for name in design.mechanisms:
         given = mechanisms.get(name)
         mech = {} if given is None else outcomes(given, f"{owner}: {name}")
-        if base and mech and len(next(iter(mech.values()))) != len(next(iter(base.values()))):
-            raise ValueError(f"{owner}: expected the baseline's test images for {name}, got "
-                             f"N = {len(next(iter(mech.values())))} vs "
-                             f"{len(next(iter(base.values())))}")
+        if base and mech and images_of(mech) != images_of(base):
+            raise ValueError(f"{owner}: expected the baseline's {images_of(base)} test images "
+                             f"for {name}, got N = {images_of(mech)}")
         done: list[Look] = []
         for index, seeds in enumerate(design.looks):
             wanted = range(seeds)
             if not all(s in base and s in mech for s in wanted):
-                mechanism_seeds[name] = tuple(s for s in wanted if s not in mech)
+                missing = tuple(s for s in wanted if s not in mech)
+                if missing:
+                    mechanism_seeds[name] = missing
                 baseline_seeds.update(s for s in wanted if s not in base)
                 break
             differences = (np.stack([mech[s] for s in wanted]).astype(np.int8)
