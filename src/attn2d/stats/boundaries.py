@@ -147,7 +147,7 @@ def t_bounds(normal_bounds: Sequence[float], df: Sequence[float]) -> np.ndarray:
 
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)  # 2²¹ × looks float32: 32 MiB for 4 looks
 def _null_t_statistics(looks: tuple[int, ...]) -> np.ndarray:
     """|t| of the one-sample t-test at each look, (draws, looks), for standard normal data."""
     rng = np.random.default_rng(_CALIBRATION_SEED)
