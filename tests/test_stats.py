@@ -1,6 +1,7 @@
-"""attn2d.stats: closed-form cases (identical runs, k extra images right), a synthetic
-comparison, Holm by hand, t-intervals and t-tests by hand and against scipy, bootstraps
-against resampling image indices, the smallest detectable difference and its power."""
+"""attn2d.stats, the fixed-seed comparison: closed-form cases, the crossed seeds × images
+variance against a slow by-hand ANOVA, intervals that cover the population value, Holm by
+hand, no verdict below 3 seeds, the test-set-only McNemar figure, the detectable difference
+and its power, inputs."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from scipy import stats as sps
 
 from attn2d.stats import (
     BETTER,
+    EQUIVALENT,
     NO_DIFFERENCE,
+    UNTESTED,
     WORSE,
     accuracy_interval,
     compare_to_baseline,
+    crossed_mean,
     holm,
     method_footnote,
     t_interval,
+    verdict_text,
     versus_baseline,
 )
 
@@ -26,15 +31,6 @@ from attn2d.stats import (
 def runs(seeds: int, images: int, accuracy: float, seed: int = 0) -> np.ndarray:
     """(seeds, images) outcomes, each right with probability ``accuracy``."""
     return np.random.default_rng(seed).random((seeds, images)) < accuracy
-
-
-def corrected(baseline: np.ndarray, share: float) -> np.ndarray:
-    """The baseline with the first ``share`` of its wrong images (per seed) made right."""
-    mechanism = baseline.copy()
-    for row in mechanism:
-        wrong = np.flatnonzero(~row)
-        row[wrong[: round(share * wrong.size)]] = True
-    return mechanism
 
 
 def with_extra(baseline: np.ndarray, extra: list[int]) -> np.ndarray:
@@ -45,94 +41,226 @@ def with_extra(baseline: np.ndarray, extra: list[int]) -> np.ndarray:
     return mechanism
 
 
-def t_quantile_df2(p: float) -> float:
-    """Student t quantile with 2 degrees of freedom, in closed form."""
-    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+def crossed_by_hand(y: list[list[float]]) -> tuple[float, float, float]:
+    """Mean, se and Satterthwaite df of a seeds × images mean, the textbook way: sums of
+    squares by loops, E[MS] of the crossed random model, truncation of σ²_B at 0."""
+    seeds, images = len(y), len(y[0])
+    grand = sum(sum(row) for row in y) / (seeds * images)
+    rows = [sum(y[s]) / images for s in range(seeds)]
+    cols = [sum(y[s][i] for s in range(seeds)) / seeds for i in range(images)]
+    ss_a = images * sum((r - grand) ** 2 for r in rows)
+    ss_b = seeds * sum((c - grand) ** 2 for c in cols)
+    ss_e = sum((y[s][i] - rows[s] - cols[i] + grand) ** 2
+               for s in range(seeds) for i in range(images))
+    ms_a, ms_b = ss_a / (seeds - 1), ss_b / (images - 1)
+    ms_e = ss_e / ((seeds - 1) * (images - 1))
+    sigma_b2 = max(0.0, (ms_b - ms_e) / seeds)
+    seed_part, image_part = ms_a / (seeds * images), sigma_b2 / images
+    var = seed_part + image_part
+    if image_part > 0:
+        b = 1 / (seeds * images)
+        denominator = (seed_part**2 / (seeds - 1) + (b * ms_b) ** 2 / (images - 1)
+                       + (b * ms_e) ** 2 / ((seeds - 1) * (images - 1)))
+    else:
+        denominator = seed_part**2 / (seeds - 1)
+    return grand, math.sqrt(var), var**2 / denominator
 
 
-def t_two_sided_p_df2(t: float) -> float:
-    """Two-sided p of a t statistic with 2 degrees of freedom, in closed form."""
-    return 1 - abs(t) / math.sqrt(2 + t * t)
+# -- the crossed variance -----------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(3, 40), (5, 25), (2, 60)])
+def test_crossed_mean_matches_the_anova_by_hand(shape):
+    rng = np.random.default_rng(sum(shape))
+    difficulty = rng.random(shape[1])  # images differ, so σ²_B > 0
+    y = (rng.random(shape) < difficulty * 0.8 + rng.normal(0, 0.05, (shape[0], 1))).astype(float)
+    est = crossed_mean(y)
+    mean, se, df = crossed_by_hand(y.tolist())
+    assert (est.mean, est.se, est.satterthwaite_df) == pytest.approx((mean, se, df), rel=1e-10)
+    assert est.df == shape[0] - 1  # what the tests use: the seed term's own
+    assert est.image_se > 0 and est.se**2 == pytest.approx(est.seed_se**2 + est.image_se**2)
 
 
-# -- closed-form cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("seeds", [1, 3])
-def test_identical_predictions_give_no_difference(seeds):
-    base = runs(seeds, 1000, 0.75)
+def test_crossed_mean_without_image_effects_is_the_t_test_over_seeds():
+    # Every seed right on a different block of images: the per-image means are flat, so the
+    # test-set term is truncated to 0 and the t-test over per-seed means remains.
+    y = np.zeros((3, 300))
+    for s, k in enumerate([30, 45, 60]):
+        y[s, 100 * s: 100 * s + k] = 1
+    est = crossed_mean(y)
+    t = t_interval(y.mean(axis=1))
+    assert est.image_se == 0 and est.df == 2
+    assert est.se * sps.t.ppf(0.975, 2) == pytest.approx(t.high - t.estimate)
+
+
+def test_one_seed_has_only_the_test_set_term():
+    y = np.zeros((1, 400))
+    y[0, :300] = 1
+    est = crossed_mean(y)
+    assert est.seed_se == 0 and math.isinf(est.df)
+    assert est.se == pytest.approx(np.std(y[0], ddof=1) / 20)
+
+
+# -- accuracy -----------------------------------------------------------------------------
+def population_runs(rng: np.random.Generator, seeds: int, images: int) -> np.ndarray:
+    """Right/wrong of ``seeds`` models on ``images`` fresh test images: each image's
+    log-odds of being right drawn from a wide normal (easy and hard images), plus a small
+    per-seed shift; every seed scores the same images."""
+    logit = rng.normal(2.5, 4.0, images)[None, :] + rng.normal(0, 0.05, (seeds, 1))
+    return rng.random((seeds, images)) < 1 / (1 + np.exp(-logit))
+
+
+def population_accuracy() -> float:
+    z = np.random.default_rng(99).normal(2.5, 4.0, 2_000_000)
+    shift = np.random.default_rng(98).normal(0, 0.05, 2_000_000)
+    return float(np.mean(1 / (1 + np.exp(-(z + shift)))))
+
+
+def test_accuracy_interval_covers_the_population_accuracy():
+    # The t-interval over seeds alone conditions on the test set: it under-covers the
+    # population value, because all seeds share the same images.
+    rng, truth = np.random.default_rng(4), population_accuracy()
+    trials, covered, conditional = 300, 0, 0
+    for _ in range(trials):
+        correct = population_runs(rng, 5, 1000)
+        a = accuracy_interval(correct)
+        covered += a.low <= truth <= a.high
+        t = t_interval(correct.mean(axis=1))
+        conditional += t.low <= truth <= t.high
+    assert 0.91 <= covered / trials <= 0.99
+    assert conditional / trials < 0.8
+    assert a.seeds == 5 and "seed and test-set noise" in a.method
+
+
+def test_one_seed_gets_a_wilson_interval_conditional_on_it():
+    correct = np.zeros(400, bool)
+    correct[:300] = True
+    a = accuracy_interval(correct)
+    ci = sps.binomtest(300, 400).proportion_ci(0.95, method="wilson")
+    assert (a.estimate, a.low, a.high) == pytest.approx((0.75, ci.low, ci.high))
+    assert a.seeds == 1 and "conditional on that seed" in a.method
+
+
+def test_t_interval_matches_scipy():
+    accs = np.array([150, 156, 149, 160]) / 200
+    for level in (0.9, 0.95):
+        low, high = sps.t.interval(level, 3, loc=accs.mean(), scale=sps.sem(accs))
+        assert (t_interval(accs, level).low, t_interval(accs, level).high) == pytest.approx(
+            (low, high))
+
+
+# -- verdicts -----------------------------------------------------------------------------
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_one_or_two_seeds_never_give_a_verdict(seeds):
+    base = runs(seeds, 2000, 0.7)
+    huge = with_extra(base, [300] * seeds)  # +15 points: still no verdict
+    result = compare_to_baseline(base, {"huge": huge, "same": base.copy()})
+    for v in result.values():
+        assert v.verdict == UNTESTED and math.isnan(v.p) and math.isnan(v.detectable)
+        assert v.seeds == seeds and "no test" in v.method
+    assert result["huge"].test_set_p < 1e-50  # the labelled test-set-only figure
+    assert UNTESTED == "untested: needs ≥ 3 seeds"
+
+
+def test_mixed_seed_counts_test_only_the_mechanisms_with_three():
+    base = runs(4, 1000, 0.7, seed=1)
+    mech = with_extra(base, [40, 44, 48, 52])
+    short = {0: mech[0], 1: mech[1]}
+    result = compare_to_baseline(base, {"full": mech, "short": short})
+    assert result["full"].verdict == BETTER and result["full"].seeds == 4
+    assert result["short"].verdict == UNTESTED and result["short"].seeds == 2
+    assert result["full"].p_adjusted == result["full"].p  # a family of one tested mechanism
+
+
+def test_identical_predictions_give_no_difference():
+    base = runs(3, 1000, 0.75)
     v = versus_baseline(base, base.copy())
-    assert v.delta == 0 and v.low <= 0 <= v.high
-    assert v.p == 1 and v.verdict == NO_DIFFERENCE
-    assert (v.mechanism_only, v.baseline_only, v.seeds, v.images) == (0, 0, seeds, 1000)
+    assert (v.delta, v.low, v.high, v.se) == (0, 0, 0, 0)
+    assert v.p == 1 and v.verdict == NO_DIFFERENCE and v.test_set_p == 1
+    assert (v.mechanism_only, v.baseline_only, v.seeds, v.images) == (0, 0, 3, 1000)
 
 
-@pytest.mark.parametrize("k", [3, 6, 10])
-def test_k_extra_images_right_give_the_exact_mcnemar_p(k):
-    base = runs(1, 500, 0.8)
-    v = versus_baseline(base, with_extra(base, [k]))
-    assert v.p == pytest.approx(2 * 0.5**k, rel=1e-12)  # both tails of Binomial(k, 1/2)
-    assert v.p == pytest.approx(sps.binomtest(k, k, 0.5).pvalue, rel=1e-12)
-    assert v.delta == pytest.approx(k / 500)
-    assert (v.mechanism_only, v.baseline_only) == (k, 0)
-
-
-def test_mcnemar_pools_the_discordant_images_of_two_seeds():
+def test_the_mcnemar_figure_pools_the_discordant_images_of_two_seeds():
     base = runs(2, 500, 0.8)
     mech = with_extra(base, [4, 3])
     mech[1, np.flatnonzero(base[1])[:2]] = False  # and wrong on 2 the baseline got right
     v = versus_baseline(base, mech)
     # 7 for the mechanism, 2 for the baseline: P(X <= 2) + P(X >= 7), X ~ Binomial(9, 1/2)
-    by_hand = 2 * sum(math.comb(9, i) for i in range(3)) / 2**9
-    assert v.p == pytest.approx(by_hand, rel=1e-12)
-    assert v.delta == pytest.approx((4 / 500 + 1 / 500) / 2)
+    assert v.test_set_p == pytest.approx(2 * sum(math.comb(9, i) for i in range(3)) / 2**9)
+    assert v.verdict == UNTESTED and v.delta == pytest.approx((4 / 500 + 1 / 500) / 2)
 
 
-# -- a synthetic comparison -------------------------------------------------------------------
-@pytest.mark.parametrize("seeds", [1, 3])
-def test_three_percent_of_the_wrong_images_corrected_is_better(seeds):
-    base = runs(seeds, 10_000, 0.88, seed=seeds)
-    mech = corrected(base, 0.03)  # about 36 of ~1,200 wrong images, +0.36 points
-    result = compare_to_baseline(base, {"fixes": mech, "renamed": base.copy()})
-    fixes, renamed = result["fixes"], result["renamed"]
-    assert fixes.verdict == BETTER and fixes.p_adjusted < 0.05
-    assert fixes.low > 0 and fixes.detectable < fixes.delta
-    assert fixes.p_adjusted == pytest.approx(min(1.0, 2 * fixes.p))  # Holm, 2 mechanisms
-    assert renamed.verdict == NO_DIFFERENCE and renamed.delta == 0
-
-
-def test_the_same_gain_hidden_in_realistic_disagreement_is_below_the_detectable_size():
-    rng = np.random.default_rng(5)
-    base = runs(1, 10_000, 0.88, seed=4)
-    mech = corrected(base, 0.03)
-    # Two trained models disagree on ~6 % of images: as many more lost as won.
-    lost = rng.choice(np.flatnonzero(base[0] & mech[0]), 300, replace=False)
-    won = rng.choice(np.flatnonzero(~base[0] & ~mech[0]), 300, replace=False)
-    mech[0, lost], mech[0, won] = False, True
+def test_per_seed_differences_give_the_t_test_when_images_do_not_vary():
+    base = np.zeros((3, 300), bool)
+    mech = base.copy()
+    for s, k in enumerate([3, 6, 9]):  # each seed wins on its own block of images
+        mech[s, 100 * s: 100 * s + k] = True
     v = versus_baseline(base, mech)
-    assert v.delta == pytest.approx(0.0036, abs=2e-4)
-    assert v.mechanism_only + v.baseline_only == pytest.approx(636, abs=5)
-    assert v.detectable > 1.5 * v.delta
+    deltas = [0.01, 0.02, 0.03]
+    assert v.p == pytest.approx(sps.ttest_1samp(deltas, 0).pvalue)
+    assert v.df == 2 and v.seed_sd == pytest.approx(0.01)
+    assert (v.low, v.high) == pytest.approx(sps.t.interval(0.95, 2, 0.02, 0.01 / math.sqrt(3)))
 
 
-def test_holm_turns_a_borderline_better_into_no_difference_among_three():
-    base = runs(1, 1000, 0.8)
-    borderline = with_extra(base, [6])  # p = 2 / 64 = 0.03125
-    alone = compare_to_baseline(base, {"x": borderline})["x"]
-    assert alone.verdict == BETTER and alone.p_adjusted == pytest.approx(0.03125)
-    among = compare_to_baseline(base, {"x": borderline, "a": base.copy(), "b": base.copy()})
-    assert among["x"].p == pytest.approx(0.03125)
-    assert among["x"].p_adjusted == pytest.approx(3 * 0.03125)
+def test_the_same_images_won_in_every_seed_are_judged_by_the_test_set_term():
+    # No seed spread at all: only another draw of test images could undo the gain. The
+    # standard error is the test-set term, the sd over images of the per-image differences
+    # / √N; the test keeps the seeds' 2 df (conservative: 12 of 500 images is not enough).
+    base = np.zeros((3, 500), bool)
+    mech = base.copy()
+    mech[:, :12] = True
+    v = versus_baseline(base, mech)
+    per_image = (mech.astype(int) - base).mean(axis=0)
+    se = per_image.std(ddof=1) / math.sqrt(500)
+    assert v.se == pytest.approx(se) and v.df == 2
+    assert v.p == pytest.approx(2 * sps.t.sf(per_image.mean() / se, 2))
+    assert v.verdict == NO_DIFFERENCE and v.seed_sd == pytest.approx(0, abs=1e-15)
+    assert versus_baseline(base, with_extra(base, [60] * 3)).verdict == BETTER  # 60 images
+
+
+def test_a_consistent_gain_is_better_and_a_consistent_loss_worse():
+    base = runs(5, 4000, 0.85, seed=3)
+    gain = with_extra(base, [36, 40, 44, 38, 42])  # about +1 point in every seed
+    loss = base.copy()
+    for row in loss:
+        row[np.flatnonzero(row)[:40]] = False
+    result = compare_to_baseline(base, {"gain": gain, "loss": loss, "same": base.copy()})
+    assert result["gain"].verdict == BETTER and result["gain"].low > 0
+    assert result["loss"].verdict == WORSE and result["loss"].high < 0
+    assert result["same"].verdict == NO_DIFFERENCE
+    p = [result[k].p for k in ("gain", "loss", "same")]
+    assert [result[k].p_adjusted for k in ("gain", "loss", "same")] == pytest.approx(holm(p))
+
+
+def test_holm_turns_a_borderline_verdict_into_no_difference_among_three():
+    base = np.zeros((3, 300), bool)
+    mech = base.copy()
+    for s, k in enumerate([5, 7, 9]):  # t = 7/√(4/3) = 6.06 on 2 df: p = 0.026
+        mech[s, 100 * s: 100 * s + k] = True
+    alone = compare_to_baseline(base, {"x": mech})["x"]
+    assert alone.verdict == BETTER
+    among = compare_to_baseline(base, {"x": mech, "a": base.copy(), "b": base.copy()})
+    assert among["x"].p == pytest.approx(alone.p)
+    assert among["x"].p_adjusted == pytest.approx(3 * alone.p)
     assert among["x"].verdict == NO_DIFFERENCE
 
 
-def test_worse_when_the_mechanism_breaks_images():
-    base = runs(1, 1000, 0.8)
-    mech = base.copy()
-    mech[0, np.flatnonzero(base[0])[:12]] = False
-    v = versus_baseline(base, mech)
-    assert v.verdict == WORSE and v.delta < 0 and v.high < 0
+def test_equivalence_needs_the_bonferroni_tost_interval_within_the_margin():
+    base = np.zeros((4, 1000), bool)
+    base[:, 500:] = True  # right on the second half
+    tiny = base.copy()
+    for s, k in enumerate([1, -1, 2, -1]):  # +0.025 points, sd 0.15: well within ±0.5
+        if k > 0:
+            tiny[s, 100 * s: 100 * s + k] = True  # wins k images of the first half
+        else:
+            tiny[s, 500 + 100 * s: 500 + 100 * s - k] = False  # loses -k of the second
+    v = versus_baseline(base, tiny, margin=0.005)
+    reach = sps.t.isf(0.05, v.df) * v.se
+    assert v.verdict == EQUIVALENT and v.delta + reach < 0.005
+    assert verdict_text(v.verdict, v.margin) == "within ±0.5 pp"
+    assert versus_baseline(base, tiny, margin=0.001).verdict == NO_DIFFERENCE
+    assert versus_baseline(base, tiny).verdict == NO_DIFFERENCE  # no margin, no equivalence
 
 
-# -- Holm by hand -----------------------------------------------------------------------------
+# -- Holm by hand -------------------------------------------------------------------------
 def test_holm_matches_a_hand_computation():
     # sorted: .005*4 = .02, .01*3 = .03, .03*2 = .06, .04*1 = .04 -> monotone .06
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
@@ -141,155 +269,59 @@ def test_holm_matches_a_hand_computation():
     np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
     np.testing.assert_allclose(holm([0.2]), [0.2])
     assert holm([]).shape == (0,)
+    np.testing.assert_allclose(holm([[0.04, 0.01, 0.03], [0.5, 0.6, 0.01]]),
+                               [[0.06, 0.03, 0.06], [1.0, 1.0, 0.03]])  # row by row
 
 
-@pytest.mark.parametrize("bad", [[0.1, 1.5], [np.nan], [[0.1]]])
+@pytest.mark.parametrize("bad", [[0.1, 1.5], [np.nan], 0.3])
 def test_holm_rejects_what_is_not_a_list_of_p_values(bad):
     with pytest.raises(ValueError, match="holm: expected"):
         holm(bad)
 
 
-# -- t-intervals and t-tests ------------------------------------------------------------------
-def test_three_seeds_use_the_t_interval_and_t_test_of_the_per_seed_differences():
-    base = np.zeros((3, 100), bool)
-    base[:, :50] = True
-    mech = with_extra(base, [1, 2, 3])  # differences 0.01, 0.02, 0.03
-    v = versus_baseline(base, mech)
-    half = t_quantile_df2(0.975) * 0.01 / math.sqrt(3)  # sd 0.01, 2 df
-    assert (v.delta, v.low, v.high) == pytest.approx((0.02, 0.02 - half, 0.02 + half))
-    assert v.p == pytest.approx(t_two_sided_p_df2(0.02 / (0.01 / math.sqrt(3))))  # t = √12
-    assert v.p == pytest.approx(sps.ttest_1samp([0.01, 0.02, 0.03], 0).pvalue)
-    assert "t-test" in v.method and v.seeds == 3
-
-
-def test_accuracy_t_interval_matches_scipy():
-    correct = np.zeros((4, 200), bool)
-    for row, right in zip(correct, [150, 156, 149, 160], strict=True):
-        row[:right] = True
-    interval = accuracy_interval(correct)
-    accs = np.array([150, 156, 149, 160]) / 200
-    low, high = sps.t.interval(0.95, 3, loc=accs.mean(), scale=sps.sem(accs))
-    assert (interval.estimate, interval.low, interval.high) == pytest.approx(
-        (accs.mean(), low, high))
-    assert interval.method == "t-interval over 4 seeds"
-    assert t_interval(accs, 0.9).high == pytest.approx(
-        sps.t.interval(0.9, 3, loc=accs.mean(), scale=sps.sem(accs))[1])
-
-
-def test_equal_per_seed_differences_fall_back_to_mcnemar():
-    base = runs(3, 500, 0.8)
-    v = versus_baseline(base, with_extra(base, [4, 4, 4]))  # zero spread: no t-test
-    assert v.p == pytest.approx(2 * 0.5**12)
-    assert "McNemar" in v.method and "no spread" in v.method
-    assert v.low < v.delta < v.high
-
-
-# -- bootstraps -------------------------------------------------------------------------------
-def test_bootstrap_interval_is_reproducible_for_a_seed():
-    correct = runs(1, 300, 0.7)
-    assert accuracy_interval(correct, seed=3) == accuracy_interval(correct, seed=3)
-    assert accuracy_interval(correct, seed=3) != accuracy_interval(correct, seed=4)
-    base = runs(2, 300, 0.7, seed=1)
-    other = runs(2, 300, 0.72, seed=2)
-    assert versus_baseline(base, other, seed=3) == versus_baseline(base, other, seed=3)
-
-
-def test_bootstrap_of_counts_matches_resampling_image_indices():
-    rng = np.random.default_rng(7)
-    base = runs(2, 300, 0.7, seed=8)
-    mech = base ^ (rng.random(base.shape) < 0.1)
-    draws = rng.integers(0, 300, size=(4000, 2, 300))  # the slow, obvious way
-    rows = np.arange(2)[None, :, None]
-    acc = base[rows, draws].mean(axis=(1, 2))
-    delta = (mech[rows, draws].mean(axis=2) - base[rows, draws].mean(axis=2)).mean(axis=1)
-    a, v = accuracy_interval(base), versus_baseline(base, mech)
-    np.testing.assert_allclose([a.low, a.high], np.quantile(acc, [0.025, 0.975]), atol=0.004)
-    np.testing.assert_allclose([v.low, v.high], np.quantile(delta, [0.025, 0.975]), atol=0.004)
-
-
-def test_bootstrap_intervals_cover_the_truth():
-    rng = np.random.default_rng(11)
-    covered_acc = covered_delta = 0
-    trials = 200
-    for i in range(trials):
-        correct = rng.random((1, 400)) < 0.8
-        a = accuracy_interval(correct, resamples=2000, seed=i)
-        covered_acc += a.low <= 0.8 <= a.high
-        cells = rng.multinomial(1, [0.05, 0.03, 0.72, 0.20], size=400)  # 10, 01, 11, 00
-        base = (cells[:, 1] + cells[:, 2]).astype(bool)[None]
-        mech = (cells[:, 0] + cells[:, 2]).astype(bool)[None]
-        v = versus_baseline(base, mech, resamples=2000, seed=i)
-        covered_delta += v.low <= 0.02 <= v.high
-    assert 0.89 <= covered_acc / trials <= 0.99
-    assert 0.89 <= covered_delta / trials <= 0.99
-
-
-# -- smallest detectable difference -----------------------------------------------------------
-def discordant_runs(images: int, mechanism_only: int, baseline_only: int) -> tuple:
-    base = np.zeros((1, images), bool)
-    base[0, : images // 2] = True
-    mech = base.copy()
-    mech[0, images // 2: images // 2 + mechanism_only] = True
-    mech[0, :baseline_only] = False
-    return base, mech
-
-
-def test_detectable_difference_solves_connors_sample_size():
-    base, mech = discordant_runs(10_000, 360, 340)
-    d = versus_baseline(base, mech).detectable
-    psi, za, zb = 0.07, sps.norm.ppf(0.975), sps.norm.ppf(0.8)
-    n = (za * math.sqrt(psi) + zb * math.sqrt(psi - d * d)) ** 2 / d**2  # Connor (1987)
-    assert n == pytest.approx(10_000, rel=1e-6)
-    assert d == pytest.approx((za + zb) * math.sqrt(psi / 10_000), rel=0.01)  # no δ² term
-
-
-def test_detectable_difference_shrinks_with_more_images_and_more_seeds():
-    small = versus_baseline(*discordant_runs(2000, 72, 68)).detectable
-    large = versus_baseline(*discordant_runs(8000, 288, 272)).detectable  # same rate, 4x N
-    assert large == pytest.approx(small / 2, rel=0.01)
-    base = np.zeros((6, 1000), bool)
-    extra = [5, 8, 11, 5, 8, 11]
-    three = versus_baseline(base[:3], with_extra(base[:3], extra[:3])).detectable
-    six = versus_baseline(base, with_extra(base, extra)).detectable
-    assert six < three
-
-
+# -- the smallest detectable difference ---------------------------------------------------
 def test_power_at_the_detectable_difference_is_80_percent():
     rng = np.random.default_rng(2)
-    base, mech = discordant_runs(10_000, 360, 340)
-    d, psi, draws = versus_baseline(base, mech).detectable, 0.07, 400
-    counts = rng.multinomial(10_000, [(psi + d) / 2, (psi - d) / 2, 1 - psi], size=draws)
-    power = np.mean([sps.binomtest(int(k), int(k + j)).pvalue < 0.05 for k, j, _ in counts])
-    assert 0.72 <= power <= 0.88
-
     base = np.zeros((5, 1000), bool)
-    v = versus_baseline(base, with_extra(base, [2, 6, 10, 14, 18]))  # sd of Δ_s = 0.0063
-    sd = 0.004 * math.sqrt(2.5)
-    samples = rng.normal(v.detectable, sd, size=(draws, 5))
-    power = np.mean(sps.ttest_1samp(samples, 0, axis=1).pvalue < 0.05)
-    assert 0.72 <= power <= 0.88
-
-
-def test_no_discordance_reports_the_fewest_images_that_could_reach_significance():
-    base = runs(1, 1000, 0.8)
-    assert versus_baseline(base, base).detectable == pytest.approx(6 / 1000)  # 2/2^6 < .05
-    base = runs(3, 1000, 0.8)
-    assert versus_baseline(base, base).detectable == pytest.approx(6 / 3000)
-    assert versus_baseline(runs(1, 5, 0.8), runs(1, 5, 0.8)).detectable == math.inf
-
-
-# -- inputs -----------------------------------------------------------------------------------
-def test_missing_seeds_are_left_out_of_the_pairs():
-    base = runs(3, 400, 0.8)
-    mech = with_extra(base, [3, 4, 9]).astype(float)
-    mech[2] = np.nan  # seed 2 not finished
+    mech = base.copy()
+    for s, k in enumerate([2, 6, 10, 14, 18]):  # per-seed Δ sd 0.0063, no image term
+        mech[s, 200 * s: 200 * s + k] = True
     v = versus_baseline(base, mech)
-    assert v.seeds == 2 and "McNemar" in v.method
-    assert v == versus_baseline(base[:2], mech[:2])
-    as_mapping = versus_baseline({0: base[0], 1: base[1], 2: base[2]},
-                                 {0: mech[0], 1: mech[1], 2: None})
+    sd = v.seed_sd
+    for size, level in ((v.detectable_unadjusted, 0.05), (v.detectable, 0.05)):
+        samples = rng.normal(size, sd, size=(4000, 5))
+        power = np.mean(sps.ttest_1samp(samples, 0, axis=1).pvalue < level)
+        assert 0.76 <= power <= 0.84
+    among = compare_to_baseline(base, {"a": mech, "b": mech.copy(), "c": base.copy()})["a"]
+    samples = rng.normal(among.detectable, sd, size=(4000, 5))
+    power = np.mean(sps.ttest_1samp(samples, 0, axis=1).pvalue < 0.05 / 3)  # Bonferroni
+    assert 0.76 <= power <= 0.84 and among.detectable > among.detectable_unadjusted
+
+
+@pytest.mark.parametrize(("alpha", "power"), [(0.01, 0.8), (0.05, 0.99), (0.001, 0.999)])
+def test_strict_levels_with_three_seeds_give_a_finite_detectable_difference(alpha, power):
+    # scipy's nct.cdf returned NaN here and brentq raised "function value at x=8.0 is NaN"
+    base = np.zeros((3, 300), bool)
+    mech = base.copy()
+    for s, k in enumerate([3, 6, 9]):
+        mech[s, 100 * s: 100 * s + k] = True
+    v = versus_baseline(base, mech, alpha=alpha, power=power)
+    assert math.isfinite(v.detectable) and v.detectable > v.seed_sd
+
+
+# -- inputs -------------------------------------------------------------------------------
+def test_missing_seeds_are_left_out_of_the_pairs():
+    base = runs(4, 400, 0.8)
+    mech = with_extra(base, [3, 4, 9, 5]).astype(float)
+    mech[3] = np.nan  # seed 3 not finished
+    v = versus_baseline(base, mech)
+    assert v.seeds == 3
+    assert v == versus_baseline(base[:3], mech[:3])
+    as_mapping = versus_baseline(dict(enumerate(base)), {0: mech[0], 1: mech[1], 2: mech[2],
+                                                         3: None})
     assert as_mapping == v
-    assert accuracy_interval(mech).estimate == pytest.approx(mech[:2].mean())
+    assert accuracy_interval(mech).estimate == pytest.approx(mech[:3].mean())
+    assert accuracy_interval(mech).seeds == 3
 
 
 @pytest.mark.parametrize(("baseline", "mechanism", "message"), [
@@ -307,47 +339,25 @@ def test_bad_outcomes_are_refused_clearly(baseline, mechanism, message):
 
 
 def test_bad_levels_are_refused():
-    with pytest.raises(ValueError, match="confidence in"):
+    with pytest.raises(ValueError, match="accuracy_interval: expected confidence in"):
         accuracy_interval(np.ones(5, bool), 95)
-    with pytest.raises(ValueError, match="alpha in"):
+    with pytest.raises(ValueError, match="compare_to_baseline: expected alpha in"):
         versus_baseline(np.ones(5, bool), np.ones(5, bool), alpha=0)
+    with pytest.raises(ValueError, match="expected margin in"):
+        versus_baseline(np.ones(5, bool), np.ones(5, bool), margin=0.5 * 100)
     with pytest.raises(TypeError, match="booleans or 0/1"):
         accuracy_interval(np.array(["a", "b"]))
 
 
 def test_method_footnote_says_what_was_done():
-    few = method_footnote(1, 1000)
-    assert "1 seed " in few and "1,000 test images" in few and "McNemar" in few
-    assert "test-set noise only" in few
-    many = method_footnote(3, 10_000, alpha=0.01)
-    assert "3 seeds" in many and "t-test" in many and "McNemar" not in many
-    for text in (few, many):
-        assert "Holm" in text and "80 % power" in text and "\n" not in text
-    assert "α = 0.01" in many
-
-
-def test_the_worked_example_of_the_docs():
-    def pair(right: int, mechanism_only: int, baseline_only: int, images: int) -> tuple:
-        base = np.zeros(images, bool)
-        base[:right] = True
-        mech = base.copy()
-        mech[right:right + mechanism_only] = True
-        mech[:baseline_only] = False
-        return base, mech
-
-    base, se = pair(750, 60, 81, 1000)
-    _, danet = pair(750, 70, 57, 1000)
-    demo = compare_to_baseline([base], {"se": [se], "danet": [danet]})
-    assert (demo["se"].delta, demo["se"].p) == pytest.approx(
-        (-0.021, sps.binomtest(60, 141).pvalue))
-    assert demo["se"].p_adjusted == pytest.approx(0.1835, abs=1e-4)
-    assert demo["se"].detectable == pytest.approx(0.0332, abs=1e-4)
-    assert (demo["se"].low, demo["se"].high) == pytest.approx((-0.044, 0.002), abs=1.5e-3)
-    assert demo["danet"].verdict == NO_DIFFERENCE
-    seeds = [pair(r, m, b, 10_000) for r, m, b in [(9050, 310, 270), (9080, 295, 280),
-                                                     (9030, 320, 262)]]
-    full = versus_baseline(np.stack([b for b, _ in seeds]), np.stack([m for _, m in seeds]))
-    assert full.p == pytest.approx(sps.ttest_1samp([0.004, 0.0015, 0.0058], 0).pvalue)
-    assert (full.p, full.detectable) == pytest.approx((0.0943, 0.00705), abs=1e-4)
-    assert full.verdict == NO_DIFFERENCE
-    assert sps.binomtest(925, 925 + 812).pvalue < 0.01  # what pooled McNemar would say
+    few = method_footnote(2, 1000)
+    assert "1,000 test images" in few and UNTESTED in few and "McNemar" in few
+    one = method_footnote(1, 500)
+    assert "Wilson" in one and "conditional on that seed" in one
+    many = method_footnote(3, 10_000, alpha=0.01, margin=0.005)
+    assert "3 seeds" in many and "t-test" in many and "Holm" in many and "α = 0.01" in many
+    assert "±0.5 pp" in many and "seed and test-set noise" in many
+    for text in (few, one, many):
+        assert "\n" not in text
+    with pytest.raises(ValueError, match="method_footnote: expected seeds >= 1"):
+        method_footnote(0, 10)
