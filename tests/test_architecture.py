@@ -131,10 +131,10 @@ def test_files_within_a_layer_import_in_one_direction(layer):
     assert not backward, "\n".join(backward)
 
 
-def test_the_package_top_holds_only_the_facade_the_statistics_and_deprecated_paths():
+def test_the_package_top_holds_only_the_facade_and_deprecated_paths():
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    assert top == {"__init__", "__main__", "stats", "train", "compare", "report", "capture",
-                   "debug", "bench"}
+    assert top == {"__init__", "__main__", "train", "compare", "report", "capture", "debug",
+                   "bench"}
 
 
 def test_no_source_file_is_longer_than_600_lines():

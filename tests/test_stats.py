@@ -345,7 +345,7 @@ def test_bad_levels_are_refused():
         versus_baseline(np.ones(5, bool), np.ones(5, bool), alpha=0)
     with pytest.raises(ValueError, match="expected margin in"):
         versus_baseline(np.ones(5, bool), np.ones(5, bool), margin=0.5 * 100)
-    with pytest.raises(TypeError, match="booleans or 0/1"):
+    with pytest.raises(ValueError, match="booleans or 0/1"):
         accuracy_interval(np.array(["a", "b"]))
 
 

@@ -36,6 +36,8 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
+from .._base.errors import Attn2dError
+
 __all__ = ["calibrated_bounds", "crossing_probabilities", "obrien_fleming_spending",
            "spending_bounds", "t_bounds", "t_crossing"]
 
@@ -56,8 +58,8 @@ def obrien_fleming_spending(fraction: float | np.ndarray, alpha: float) -> np.nd
 def _check_fractions(fractions: Sequence[float], owner: str) -> np.ndarray:
     t = np.asarray(fractions, dtype=float)
     if t.ndim != 1 or t.size == 0 or not (np.diff(t) > 0).all() or t[0] <= 0 or t[-1] > 1:
-        raise ValueError(f"{owner}: expected increasing information fractions in (0, 1], got "
-                         f"{list(map(float, t))}")
+        raise Attn2dError(f"{owner}: expected increasing information fractions in (0, 1], got "
+                          f"{list(map(float, t))}")
     return t
 
 
@@ -103,8 +105,8 @@ def crossing_probabilities(fractions: Sequence[float], bounds: Sequence[float]) 
     t = _check_fractions(fractions, "crossing_probabilities")
     c = np.asarray(bounds, dtype=float)
     if c.shape != t.shape:
-        raise ValueError(f"crossing_probabilities: expected one bound per look, got {c.size} "
-                         f"bounds for {t.size} looks")
+        raise Attn2dError(f"crossing_probabilities: expected one bound per look, got {c.size} "
+                          f"bounds for {t.size} looks")
     recursion, out = _Recursion(), []
     for tk, ck in zip(t, c):
         out.append(recursion.exit(tk, ck))
@@ -134,7 +136,7 @@ def spending_bounds(fractions: Sequence[float], alpha: float = 0.05) -> np.ndarr
     under the null, P(|Z_k| > c_k at some look) = α(t_K) (= α when the last look is at 1)."""
     t = _check_fractions(fractions, "spending_bounds")
     if not 0 < alpha < 1:
-        raise ValueError(f"spending_bounds: expected alpha in (0, 1), got {alpha}")
+        raise Attn2dError(f"spending_bounds: expected alpha in (0, 1), got {alpha}")
     return np.array(_spending_bounds(tuple(map(float, t)), float(alpha)))
 
 
@@ -169,8 +171,8 @@ def t_crossing(looks: Sequence[int], normal_bounds: Sequence[float]) -> float:
     look (2²¹ sequences from a fixed seed)."""
     plan = tuple(int(n) for n in looks)
     if len(plan) != len(normal_bounds) or plan[0] < 2:
-        raise ValueError(f"t_crossing: expected one bound per look of >= 2 observations, got "
-                         f"looks {list(plan)} and {len(normal_bounds)} bounds")
+        raise Attn2dError(f"t_crossing: expected one bound per look of >= 2 observations, got "
+                          f"looks {list(plan)} and {len(normal_bounds)} bounds")
     bounds = t_bounds(normal_bounds, [n - 1 for n in plan]).astype(np.float32)
     return float((_null_t_statistics(plan) > bounds).any(axis=1).mean())
 
@@ -202,8 +204,8 @@ def calibrated_bounds(looks: Sequence[int], alpha: float = 0.05) -> np.ndarray:
     """
     plan = tuple(int(n) for n in looks)
     if not plan or plan[0] < 2 or list(plan) != sorted(set(plan)):
-        raise ValueError(f"calibrated_bounds: expected increasing looks of >= 2 observations, "
-                         f"got {list(plan)}")
+        raise Attn2dError(f"calibrated_bounds: expected increasing looks of >= 2 observations, "
+                          f"got {list(plan)}")
     if not 0 < alpha < 1:
-        raise ValueError(f"calibrated_bounds: expected alpha in (0, 1), got {alpha}")
+        raise Attn2dError(f"calibrated_bounds: expected alpha in (0, 1), got {alpha}")
     return np.array(_calibrated(plan, float(alpha)))

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
+from .._base.errors import Attn2dError
 from ._inputs import Outcomes, outcomes, paired, probability
 from .quantiles import detectable_shift, many_to_one_quantile
 from .testset import mcnemar_p
@@ -97,7 +98,7 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
     """
     p = np.asarray(pvalues, dtype=float)
     if p.ndim < 1 or np.isnan(p).any() or (p < 0).any() or (p > 1).any():
-        raise ValueError(f"holm: expected p-values in [0, 1] along the last axis, got {p!r}")
+        raise Attn2dError(f"holm: expected p-values in [0, 1] along the last axis, got {p!r}")
     m = p.shape[-1]
     order = np.argsort(p, axis=-1, kind="stable")
     scaled = np.minimum(1.0, (m - np.arange(m)) * np.take_along_axis(p, order, axis=-1))
@@ -208,8 +209,8 @@ def compare_to_baseline(baseline: Outcomes, mechanisms: Mapping[str, Outcomes],
     confidence = probability(confidence, "confidence", owner)
     power = probability(power, "power", owner)
     if margin is not None and not 0 < margin < 1:
-        raise ValueError(f"{owner}: expected margin in (0, 1) (accuracy fractions: 0.005 = "
-                         f"0.5 pp) or None, got {margin}")
+        raise Attn2dError(f"{owner}: expected margin in (0, 1) (accuracy fractions: 0.005 = "
+                          f"0.5 pp) or None, got {margin}")
     base = outcomes(baseline, f"{owner}: baseline")
     stats = {name: _paired(base, outcomes(o, f"{owner}: {name}"), f"{owner}: {name}")
              for name, o in mechanisms.items()}
@@ -260,8 +261,8 @@ def method_footnote(seeds: int, images: int, alpha: float = 0.05, *, confidence:
                     power: float = 0.8, margin: float | None = None) -> str:
     """One line for under the table: intervals, tests, Holm, α, power, seeds, images."""
     if seeds < 1 or images < 1:
-        raise ValueError(f"method_footnote: expected seeds >= 1 and images >= 1, got {seeds} "
-                         f"and {images}")
+        raise Attn2dError(f"method_footnote: expected seeds >= 1 and images >= 1, got {seeds} "
+                          f"and {images}")
     level, a = f"{100 * confidence:g} %", f"α = {alpha:g}"
     seed_words = f"{seeds} seed{'s' if seeds > 1 else ''}"
     accuracy = ("accuracy: one seed, Wilson interval over the test images (test-set noise "

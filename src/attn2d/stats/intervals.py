@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
+from .._base.errors import Attn2dError
 from ._inputs import Outcomes, outcomes, probability
 from .variance import crossed_mean
 
@@ -34,8 +35,8 @@ def t_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
     confidence = probability(confidence, "confidence", "t_interval")
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or x.size < 2:
-        raise ValueError(f"t_interval: expected a 1-D array of at least 2 values, got shape "
-                         f"{x.shape}")
+        raise Attn2dError(f"t_interval: expected a 1-D array of at least 2 values, got shape "
+                          f"{x.shape}")
     mean = float(x.mean())
     half = float(sps.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return Interval(mean, mean - half, mean + half, f"t-interval over {x.size} values")

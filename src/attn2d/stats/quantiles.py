@@ -25,6 +25,8 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
+from .._base.errors import Attn2dError
+
 __all__ = ["detectable_shift", "many_to_one_quantile", "two_sided_power"]
 
 _W_NODES = 96  # Gauss–Legendre nodes over W's probability scale
@@ -51,7 +53,7 @@ def _u_grid() -> tuple[np.ndarray, np.ndarray]:
 def _check_df(df: float, owner: str) -> float:
     df = float(df)
     if not df > 0:
-        raise ValueError(f"{owner}: expected degrees of freedom > 0 (or inf), got {df}")
+        raise Attn2dError(f"{owner}: expected degrees of freedom > 0 (or inf), got {df}")
     return df
 
 
@@ -80,11 +82,11 @@ def many_to_one_quantile(comparisons: int, df: float, alpha: float = 0.05,
     """
     owner = "many_to_one_quantile"
     if int(comparisons) != comparisons or comparisons < 1:
-        raise ValueError(f"{owner}: expected comparisons >= 1, got {comparisons}")
+        raise Attn2dError(f"{owner}: expected comparisons >= 1, got {comparisons}")
     if not 0 < alpha < 1:
-        raise ValueError(f"{owner}: expected alpha in (0, 1), got {alpha}")
+        raise Attn2dError(f"{owner}: expected alpha in (0, 1), got {alpha}")
     if not 0 <= rho < 1:
-        raise ValueError(f"{owner}: expected rho in [0, 1), got {rho}")
+        raise Attn2dError(f"{owner}: expected rho in [0, 1), got {rho}")
     df = _check_df(df, owner)
     if comparisons == 1:
         return float(sps.t.ppf(1 - alpha / 2, df) if math.isfinite(df)
@@ -108,7 +110,7 @@ def two_sided_power(shift: float | np.ndarray, critical: float, df: float) -> np
 def detectable_shift(critical: float, df: float, power: float = 0.8) -> float:
     """The shift, in standard errors, at which |T| > ``critical`` has the given power."""
     if not 0 < power < 1:
-        raise ValueError(f"detectable_shift: expected power in (0, 1), got {power}")
+        raise Attn2dError(f"detectable_shift: expected power in (0, 1), got {power}")
     if float(two_sided_power(0.0, critical, df)) >= power:
         return 0.0
     high = critical + sps.norm.ppf(power) + 1.0

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._base.errors import Attn2dError
 from ._inputs import Outcomes, images_of, outcomes, probability
 from .boundaries import calibrated_bounds, obrien_fleming_spending, t_bounds
 from .variance import crossed_mean, studentised
@@ -81,21 +82,21 @@ def _plan(mechanisms: Sequence[str], max_seeds: int, margin: float, alpha: float
           looks: Sequence[int] | None, owner: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     names = tuple(mechanisms)
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"{owner}: expected one or more distinct mechanisms, got {list(names)}")
+        raise Attn2dError(f"{owner}: expected one or more distinct mechanisms, got {list(names)}")
     probability(alpha, "alpha", owner)
     if not 0 < margin < 1:
-        raise ValueError(f"{owner}: expected margin in (0, 1) (accuracy fractions: 0.005 = "
-                         f"0.5 pp), got {margin}")
+        raise Attn2dError(f"{owner}: expected margin in (0, 1) (accuracy fractions: 0.005 = "
+                          f"0.5 pp), got {margin}")
     if int(max_seeds) != max_seeds or max_seeds < MIN_SEEDS:
-        raise ValueError(f"{owner}: expected max_seeds >= {MIN_SEEDS}, got {max_seeds}")
+        raise Attn2dError(f"{owner}: expected max_seeds >= {MIN_SEEDS}, got {max_seeds}")
     if looks is None:
         first = min(4, max_seeds)
         looks = sorted({first, *range(first, max_seeds, 2), max_seeds})
     plan = tuple(int(n) for n in looks)
     if (not plan or plan[0] < MIN_SEEDS or list(plan) != sorted(set(plan))
             or plan[-1] != max_seeds):
-        raise ValueError(f"{owner}: expected increasing looks of >= {MIN_SEEDS} seeds ending at "
-                         f"max_seeds = {max_seeds}, got {list(plan)}")
+        raise Attn2dError(f"{owner}: expected increasing looks of >= {MIN_SEEDS} seeds ending at "
+                          f"max_seeds = {max_seeds}, got {list(plan)}")
     return names, plan
 
 
@@ -229,16 +230,16 @@ def _design_from(state: SequentialDesign | Mapping[str, Any]) -> tuple[Sequentia
     if isinstance(state, SequentialDesign):
         return state, None
     if state.get("version") != STATE_VERSION or "design" not in state:
-        raise ValueError(f"sequential_update: expected a state of version {STATE_VERSION} "
-                         f"with its design, got keys {sorted(state)}")
+        raise Attn2dError(f"sequential_update: expected a state of version {STATE_VERSION} "
+                          f"with its design, got keys {sorted(state)}")
     d = state["design"]
     names, plan = _plan(d["mechanisms"], d["looks"][-1], d["margin"], d["alpha"], d["looks"],
                         "sequential_update")
     bounds = {key: tuple(map(float, d[key]))
               for key in ("bounds", "equivalence_bounds", "alpha_spent")}
     if any(len(v) != len(plan) for v in bounds.values()):
-        raise ValueError(f"sequential_update: expected one boundary per look ({len(plan)}), got "
-                         f"{ {k: len(v) for k, v in bounds.items()} }")
+        raise Attn2dError(f"sequential_update: expected one boundary per look ({len(plan)}), got "
+                          f"{ {k: len(v) for k, v in bounds.items()} }")
     return SequentialDesign(names, plan, float(d["margin"]), float(d["alpha"]), **bounds), \
         state.get("looks", {})
 
@@ -249,16 +250,16 @@ def _check_replay(stored: Mapping, looks: dict[str, tuple[Look, ...]]) -> None:
         replayed = looks.get(name, ())
         for k, record in enumerate(records):
             if k >= len(replayed):
-                raise ValueError(f"sequential_update: expected the outcomes behind look {k + 1} "
-                                 f"of {name} ({record['seeds']} seeds), got fewer seeds")
+                raise Attn2dError(f"sequential_update: expected the outcomes behind look {k + 1} "
+                                  f"of {name} ({record['seeds']} seeds), got fewer seeds")
             now = asdict(replayed[k])
             same = now["verdict"] == record["verdict"] and now["seeds"] == record["seeds"] and \
                 math.isclose(now["delta"], record["delta"], rel_tol=1e-9, abs_tol=1e-12)
             if not same:
-                raise ValueError(f"sequential_update: expected look {k + 1} of {name} to replay "
-                                 f"as stored ({record['verdict']}, Δ = {record['delta']:.6g}), "
-                                 f"got {now['verdict']}, Δ = {now['delta']:.6g}: the runs "
-                                 "behind it changed")
+                raise Attn2dError(f"sequential_update: expected look {k + 1} of {name} to replay "
+                                  f"as stored ({record['verdict']}, Δ = {record['delta']:.6g}), "
+                                  f"got {now['verdict']}, Δ = {now['delta']:.6g}: the runs "
+                                  "behind it changed")
 
 
 def sequential_update(state: SequentialDesign | Mapping[str, Any], baseline: Outcomes | None,
@@ -275,8 +276,8 @@ def sequential_update(state: SequentialDesign | Mapping[str, Any], baseline: Out
     design, stored = _design_from(state)
     unknown = sorted(set(mechanisms) - set(design.mechanisms))
     if unknown:
-        raise ValueError(f"sequential_update: expected mechanisms of the plan "
-                         f"{list(design.mechanisms)}, got {unknown}")
+        raise Attn2dError(f"sequential_update: expected mechanisms of the plan "
+                          f"{list(design.mechanisms)}, got {unknown}")
     owner = "sequential_update"
     base = {} if baseline is None else outcomes(baseline, f"{owner}: baseline")
     looks: dict[str, tuple[Look, ...]] = {}
@@ -286,8 +287,8 @@ def sequential_update(state: SequentialDesign | Mapping[str, Any], baseline: Out
         given = mechanisms.get(name)
         mech = {} if given is None else outcomes(given, f"{owner}: {name}")
         if base and mech and images_of(mech) != images_of(base):
-            raise ValueError(f"{owner}: expected the baseline's {images_of(base)} test images "
-                             f"for {name}, got N = {images_of(mech)}")
+            raise Attn2dError(f"{owner}: expected the baseline's {images_of(base)} test images "
+                              f"for {name}, got N = {images_of(mech)}")
         done: list[Look] = []
         for index, seeds in enumerate(design.looks):
             wanted = range(seeds)
