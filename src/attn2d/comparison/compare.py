@@ -21,10 +21,14 @@ from typing import Any
 
 from .._base.errors import Attn2dError
 from .._base.io import write_json
+from .._base.validate import check_int, check_number
+from ..stats import MIN_SEEDS
 from ..training import TrainConfig, resolve_device
 from .costs import costs_measured, measure_costs
 from .local import LocalExecutor, default_threads
 from .plan import (
+    DEFAULT_MARGIN_PP,
+    DEFAULT_MAX_SEEDS,
     DEFAULT_SEEDS,
     CompareConfig,
     ComparisonInterrupted,
@@ -34,6 +38,7 @@ from .plan import (
     run_name,
 )
 from .report import Comparison, build_report, write_report
+from .sequential import run_sequential
 
 __all__ = ["compare"]
 
@@ -53,6 +58,8 @@ def compare(
     command: str | None = None,
     costs: bool = True,
     html: bool = True,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
+    margin: float = DEFAULT_MARGIN_PP,
 ) -> Comparison:
     """Train every mechanism with every seed (skipping finished runs) and write the report.
 
@@ -61,7 +68,9 @@ def compare(
         base: settings shared by every run; ``attention``, ``seed`` and ``out`` are set here
             (default: :class:`CompareConfig`'s, which ``attn2d compare`` uses too).
         seeds: a count N (seeds 0..N-1), a range ``"A-B"`` (to add seeds to an earlier
-            comparison, merged with :func:`report`), or the seeds themselves.
+            comparison, merged with :func:`report`), the seeds themselves, or ``"auto"``:
+            add seeds in batches only to mechanisms whose verdict is open, up to
+            ``max_seeds``, under a sequential design (:mod:`attn2d.comparison.sequential`).
         out: output folder.
         jobs: runs at once (separate processes). On a CPU each gets cores/jobs threads
             unless ``base.threads`` is set; on a GPU they share the device.
@@ -78,10 +87,16 @@ def compare(
         costs: measure the cost columns after the runs (:func:`measure_costs`), unless
             ``costs.json`` already holds every mechanism.
         html: also write the self-contained ``results.html``.
+        max_seeds: with ``seeds="auto"``: seeds per mechanism at the last look.
+        margin: equivalence margin in percentage points: a mechanism whose interval lies
+            within ±margin of the baseline is ``equivalent`` ("within ±0.5 pp").
     """
     base = CompareConfig() if base is None else base
     specs = check_specs(mechanisms)
-    seed_list = parse_seeds(seeds)
+    sequential = isinstance(seeds, str) and seeds.strip().lower() == "auto"
+    seed_list = list(range(check_int(max_seeds, "--max-seeds", minimum=MIN_SEEDS))) \
+        if sequential else parse_seeds(seeds)
+    check_number(margin, "--margin", lambda v: 0 < v < 100, "in (0, 100) percentage points")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise Attn2dError(f"expected --jobs >= 1, got {jobs!r}")
     names = [run_name(spec, s) for spec in specs for s in seed_list]
@@ -112,13 +127,22 @@ def compare(
     out = Path(out)
     plans = plan_runs(specs, base, seed_list, out)
     todo = sum(not p.finished for p in plans)
-    log.info("%d models x %d seeds = %d runs (%d finished), %d at a time, in %s",
-             len(specs), len(seed_list), len(plans), len(plans) - todo,
-             max(1, min(jobs, todo)), out)
-    write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
-                                          "command": command})
+    if sequential:
+        log.info("%d models, seeds added where a verdict is open (up to %d each, margin ±%g pp), "
+                 "%d at a time, in %s", len(specs), max_seeds, margin, jobs, out)
+    else:
+        log.info("%d models x %d seeds = %d runs (%d finished), %d at a time, in %s",
+                 len(specs), len(seed_list), len(plans), len(plans) - todo,
+                 max(1, min(jobs, todo)), out)
+    write_json(out / "comparison.json", {
+        "specs": specs, "seeds": "auto" if sequential else seed_list, "command": command,
+        "margin_pp": margin, **({"max_seeds": max_seeds} if sequential else {})})
+    executor = LocalExecutor(jobs, in_process=in_process, data=data)
     try:
-        failed = LocalExecutor(jobs, in_process=in_process, data=data).run(plans)
+        if sequential:
+            failed = run_sequential(out, specs, base, executor, max_seeds, margin)
+        else:
+            failed = executor.run(plans)
     except ComparisonInterrupted as stopped:
         how = (f"run the same command again: {command}" if command else
                "call compare() again with the same arguments")

@@ -25,6 +25,7 @@ __all__ = [
     "RunPlan",
     "check_specs",
     "parse_seeds",
+    "plan_pairs",
     "plan_runs",
     "run_name",
     "run_started",
@@ -36,6 +37,8 @@ __all__ = [
 # What `attn2d compare` compares unless told otherwise (the demo's list).
 DEFAULT_MECHANISMS = "none,se,eca,cbam,nonlocal,danet,criss-cross"
 DEFAULT_SEEDS = 3
+DEFAULT_MAX_SEEDS = 10  # --seeds auto: seeds per mechanism at the last look
+DEFAULT_MARGIN_PP = 0.5  # a smaller |Δ| than this is "equivalent" when the interval shows it
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,9 @@ class Failure:
 
 
 def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
-    """The seeds of a comparison: ``3`` or ``"3"`` for 0, 1, 2; ``"3-5"`` for 3, 4, 5 (a later
-    comparison that adds seeds to an earlier one, merged with ``attn2d report``); or the
-    seeds themselves."""
+    """The seeds of a fixed comparison: ``3`` or ``"3"`` for 0, 1, 2; ``"3-5"`` for 3, 4, 5
+    (a later comparison that adds seeds to an earlier one, merged with ``attn2d report``);
+    or the seeds themselves. (``"auto"``, the sequential design, is not a list of seeds.)"""
     if isinstance(seeds, str):
         text = seeds.strip()
         low, dash, high = text.partition("-")
@@ -145,8 +148,8 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
                 return parse_seeds(int(text))
             first, last = int(low), int(high)
         except ValueError:
-            raise Attn2dError(f"expected --seeds as a count N (seeds 0..N-1) or a range A-B, "
-                              f"got {seeds!r}") from None
+            raise Attn2dError(f"expected --seeds as a count N (seeds 0..N-1), a range A-B or "
+                              f"auto, got {seeds!r}") from None
         if not 0 <= first <= last:
             raise Attn2dError(f"expected --seeds A-B with 0 <= A <= B, got {seeds!r}")
         return list(range(first, last + 1))
@@ -174,25 +177,30 @@ def check_specs(mechanisms: Sequence[str]) -> list[str]:
 
 def plan_runs(specs: Sequence[str], base: TrainConfig, seeds: Sequence[int], out: Path
               ) -> list[RunPlan]:
-    """Every run, seed-major; refuse a folder that holds runs with other settings."""
+    """Every run of ``specs`` × ``seeds``, seed-major (a comparison stopped early still has
+    every mechanism at its first seeds); see :func:`plan_pairs`."""
+    return plan_pairs([(spec, seed) for seed in seeds for spec in specs], base, out)
+
+
+def plan_pairs(pairs: Sequence[tuple[str, int]], base: TrainConfig, out: Path
+               ) -> list[RunPlan]:
+    """One run per (mechanism, seed), in the order given; refuse a folder that holds a
+    finished run with other settings, naming them."""
     plans = []
-    total = len(specs) * len(seeds)
-    for seed in seeds:
-        for spec in specs:
-            run_dir = out / "runs" / run_name(spec, seed)
-            config = dataclasses.replace(
-                base, attention=None if spec == BASELINE else spec, seed=seed,
-                out=str(run_dir), resume=run_started(run_dir))
-            plan = RunPlan(spec, seed, config, len(plans) + 1, total)
-            if plan.finished:
-                saved = RunResult.read(run_dir / "result.json").config
-                wanted = {**dataclasses.asdict(config.resolved()), "dataset": saved["dataset"]}
-                diff = describe_differences({k: saved.get(k) for k in wanted}, wanted)
-                if diff:
-                    raise Attn2dError(f"expected {run_dir} to hold a run with the same "
-                                      f"settings, got different ones ({diff}); use another "
-                                      "--out")
-            plans.append(plan)
+    for spec, seed in pairs:
+        run_dir = out / "runs" / run_name(spec, seed)
+        config = dataclasses.replace(
+            base, attention=None if spec == BASELINE else spec, seed=seed,
+            out=str(run_dir), resume=run_started(run_dir))
+        plan = RunPlan(spec, seed, config, len(plans) + 1, len(pairs))
+        if plan.finished:
+            saved = RunResult.read(run_dir / "result.json").config
+            wanted = {**dataclasses.asdict(config.resolved()), "dataset": saved["dataset"]}
+            diff = describe_differences({k: saved.get(k) for k in wanted}, wanted)
+            if diff:
+                raise Attn2dError(f"expected {run_dir} to hold a run with the same settings, "
+                                  f"got different ones ({diff}); use another --out")
+        plans.append(plan)
     return plans
 
 

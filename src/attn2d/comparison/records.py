@@ -28,6 +28,7 @@ __all__ = [
     "collect_runs",
     "comparable",
     "describe_differences",
+    "outcomes_by_spec",
     "read_run",
 ]
 
@@ -110,12 +111,14 @@ def _check_predictions(path: Path, predictions: np.ndarray, targets: np.ndarray,
 @dataclass
 class Collected:
     """What the folders hold: finished runs, the mechanism order and the commands their
-    comparisons recorded, and their stored cost measurements."""
+    comparisons recorded, their stored cost measurements, and each comparison folder with
+    its ``comparison.json``."""
 
     records: list[RunRecord]
     order: list[str]
     commands: list[str]
     costs: list[dict[str, Any]]
+    comparisons: list[tuple[Path, dict[str, Any]]]
 
 
 def collect_runs(dirs: Sequence[PathLike]) -> Collected:
@@ -127,7 +130,7 @@ def collect_runs(dirs: Sequence[PathLike]) -> Collected:
     with a copy of itself) counts once; two different runs under one mechanism and seed
     are refused, naming both folders.
     """
-    found = Collected([], [], [], [])
+    found = Collected([], [], [], [], [])
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise Attn2dError(f"expected a folder of runs, got {folder} (no such folder)")
@@ -135,6 +138,7 @@ def collect_runs(dirs: Sequence[PathLike]) -> Collected:
             p for p in (folder / "runs").glob("*") if p.is_dir())
         if (folder / "comparison.json").is_file():
             comparison = read_json(folder / "comparison.json", "a comparison.json")
+            found.comparisons.append((folder, comparison))
             found.order += comparison["specs"]
             if comparison.get("command"):
                 found.commands.append(comparison["command"])
@@ -173,3 +177,11 @@ def _distinct(records: Sequence[RunRecord]) -> list[RunRecord]:
                               f"runs of {record.spec} seed {record.seed}: {other.dir} and "
                               f"{record.dir}")
     return list(kept.values())
+
+
+def outcomes_by_spec(records: Sequence[RunRecord]) -> dict[str, dict[int, np.ndarray]]:
+    """``{mechanism: {seed: (N,) bool}}``: which test images each run got right."""
+    found: dict[str, dict[int, np.ndarray]] = {}
+    for record in records:
+        found.setdefault(record.spec, {})[record.seed] = record.predictions == record.targets
+    return found

@@ -15,6 +15,7 @@ verdict and the smallest difference the comparison could have detected. One row 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ import numpy as np
 
 from .. import stats
 from .._base.errors import Attn2dError
-from .._base.io import write_atomic, write_json
+from .._base.io import read_json, write_atomic, write_json
 from .._base.records import ItemAccess
 from .._base.tables import Table
 from ..modules.registry import lookup
-from .records import BASELINE, RunRecord, collect_runs, comparable
+from .plan import DEFAULT_MARGIN_PP
+from .records import BASELINE, Collected, RunRecord, collect_runs, comparable
 
 __all__ = [
     "PLOTS",
@@ -54,16 +56,20 @@ class ComparisonRow(ItemAccess):
     Attributes:
         mechanism: the spec (``"none"`` for the baseline).
         family, placement, summary: from the registry (``"-"`` for the baseline).
-        seeds: finished runs (one per seed) behind the row.
+        seeds: finished runs (one per seed) behind the accuracy.
         params, macs: of the model (MACs per image).
         acc, acc_low, acc_high: mean test accuracy over seeds with its interval.
         accs: each seed's test accuracy.
         delta_pp, delta_low_pp, delta_high_pp: Δ vs the baseline, paired by seed, with its
             interval (None without a paired baseline run).
+        delta_seeds: the seeds Δ pairs with the baseline (may be fewer than ``seeds``).
         p, p_adjusted: p-value of "no difference", before and after the multiplicity
             adjustment.
         verdict: better / worse / no detectable difference (None for the baseline).
-        detectable_pp: the smallest difference the comparison detects.
+        detectable_pp: the smallest difference the comparison detects at 80 % power,
+            adjusted for the number of mechanisms.
+        test_set_p: exact McNemar p on the discordant test images: test-set noise only,
+            never a verdict.
         forward_ms, train_step_ms, epoch_s, train_peak_mib: the cost pass's figures.
         forward_spread, train_step_spread: how far the cost pass's rounds disagreed
             (interquartile range over median).
@@ -85,10 +91,12 @@ class ComparisonRow(ItemAccess):
     delta_pp: float | None = None
     delta_low_pp: float | None = None
     delta_high_pp: float | None = None
+    delta_seeds: int | None = None
     p: float | None = None
     p_adjusted: float | None = None
     verdict: str | None = None
     detectable_pp: float | None = None
+    test_set_p: float | None = None
     forward_ms: float | None = None
     train_step_ms: float | None = None
     epoch_s: float | None = None
@@ -165,32 +173,82 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _number(value: float | None, scale: float = 1.0) -> float | None:
+    """``value`` × ``scale``, None where the statistics give none (NaN: untested)."""
+    return None if value is None or math.isnan(value) else scale * value
+
+
 def _row(spec: str, runs: list[RunRecord], outcomes: dict[int, np.ndarray],
-         versus: stats.Versus | None, cost: dict[str, Any], placement: str | None
-         ) -> ComparisonRow:
+         versus: stats.Versus | None, look: stats.Look | None, sequential: bool,
+         cost: dict[str, Any], placement: str | None, margin: float) -> ComparisonRow:
     acc = stats.accuracy_interval(outcomes)
     v = versus
-    return ComparisonRow(
+    row = ComparisonRow(
         mechanism=spec, **_typical_use(spec, placement), seeds=len(runs),
         params=runs[0].result.params, macs=runs[0].result.macs,
         acc=acc.estimate, acc_low=acc.low, acc_high=acc.high,
         accs=[r.result.test_acc for r in runs],
         run_time_per_epoch_s=float(np.mean([r.result.time_per_epoch_s for r in runs])),
-        delta_pp=_pp(v.delta) if v else (0.0 if spec == BASELINE else None),
-        delta_low_pp=_pp(v.low) if v else None, delta_high_pp=_pp(v.high) if v else None,
-        p=v.p if v else None, p_adjusted=v.p_adjusted if v else None,
-        verdict=v.verdict if v else None, detectable_pp=_pp(v.detectable) if v else None,
+        delta_pp=_number(v.delta, 100) if v else (0.0 if spec == BASELINE else None),
+        delta_low_pp=_number(v.low, 100) if v else None,
+        delta_high_pp=_number(v.high, 100) if v else None,
+        delta_seeds=v.seeds if v else None,
+        p=_number(v.p) if v else None, p_adjusted=_number(v.p_adjusted) if v else None,
+        verdict=stats.verdict_text(v.verdict, margin) if v else None,
+        detectable_pp=_number(v.detectable, 100) if v else None,
+        test_set_p=_number(v.test_set_p) if v else None,
         forward_ms=cost.get("forward_ms"), train_step_ms=cost.get("train_step_ms"),
         epoch_s=cost.get("epoch_s"), train_peak_mib=cost.get("train_peak_mib"),
         forward_spread=cost.get("forward_spread"),
         train_step_spread=cost.get("train_step_spread"),
         run_images_per_s=_mean([r.result.images_per_s for r in runs]))
+    if sequential and spec != BASELINE:  # decided by the looks' repeated intervals only
+        row = dataclasses.replace(row, p=None, p_adjusted=None, detectable_pp=None,
+                                  verdict=stats.OPEN)
+        if look is not None:
+            row = dataclasses.replace(
+                row, delta_pp=100 * look.delta, delta_low_pp=100 * look.low,
+                delta_high_pp=100 * look.high, delta_seeds=look.seeds,
+                verdict=stats.verdict_text(look.verdict, margin))
+    return row
+
+
+def _sequential_method(state: dict[str, Any], images: int) -> str:
+    design = state["design"]
+    looks = ", ".join(map(str, design["looks"]))
+    m = len(design["mechanisms"])
+    return (f"{images:,} test images; accuracy: mean over the seeds each mechanism ran, with "
+            f"a 95 % t-interval over seeds × test images; sequential design (--seeds auto): "
+            f"looks at {looks} seeds, a mechanism stops at its first decisive look; Δ vs "
+            f"baseline paired by seed and image, with its repeated confidence interval at the "
+            f"look that decided it (Lan–DeMets O'Brien–Fleming boundaries, α = "
+            f"{design['alpha']:g} over {m} mechanism{'s' if m > 1 else ''}, valid however "
+            f"often the comparison looked): better/worse when it excludes 0, equivalent when "
+            f"the 1 − 2α/m interval lies within ±{100 * design['margin']:g} pp; no p-values.")
+
+
+def _settings_of(found: Collected) -> tuple[float, tuple[Path, dict[str, Any]] | None]:
+    """The equivalence margin (accuracy fraction) and the one sequential state, if any."""
+    from .sequential import STATE_FILE
+
+    margins = {c.get("margin_pp", DEFAULT_MARGIN_PP) for _, c in found.comparisons}
+    if len(margins) > 1:
+        raise Attn2dError(f"expected comparisons with one --margin to merge, got "
+                          f"{sorted(margins)} pp")
+    states = [(folder, read_json(folder / STATE_FILE, "a sequential comparison's state"))
+              for folder, _ in found.comparisons if (folder / STATE_FILE).is_file()]
+    if states and len(found.comparisons) > 1:
+        raise Attn2dError(f"expected a sequential comparison (--seeds auto) on its own, got it "
+                          f"merged with other folders: {[str(f) for f, _ in found.comparisons]}")
+    return (margins.pop() if margins else DEFAULT_MARGIN_PP) / 100, \
+        (states[0] if states else None)
 
 
 def build_report(dirs: Sequence[PathLike], command: str | None = None) -> Comparison:
     """The comparison's rows, statistics, curves and settings."""
     found = collect_runs(dirs)
     records, order, cost_files = found.records, found.order, found.costs
+    margin, sequential = _settings_of(found)
     specs = list(dict.fromkeys([BASELINE, *order, *(r.spec for r in records)]))
     by_spec = {s: sorted((r for r in records if r.spec == s), key=lambda r: r.seed)
                for s in specs}
@@ -200,17 +258,29 @@ def build_report(dirs: Sequence[PathLike], command: str | None = None) -> Compar
     versus = {}
     if base_seeds:
         paired = {s: o for s, o in outcomes.items() if s != BASELINE and base_seeds & set(o)}
-        versus = stats.compare_to_baseline(outcomes[BASELINE], paired) if paired else {}
+        versus = stats.compare_to_baseline(outcomes[BASELINE], paired, margin=margin) \
+            if paired else {}
+    looks: dict[str, stats.Look] = {}
+    if sequential is not None:
+        from .sequential import sequential_result
+
+        result = sequential_result(*sequential)
+        looks = {name: found_looks[-1] for name, found_looks in result.looks.items()
+                 if found_looks}
     costs = {spec: row for c in cost_files for spec, row in c["rows"].items()}
     first = records[0]
     seeds = sorted({r.seed for r in records})
     images = len(first.targets)
-    rows = [_row(spec, by_spec[spec], outcomes[spec], versus.get(spec), costs.get(spec, {}),
-                 first.config.get("placement")) for spec in specs]
+    rows = [_row(spec, by_spec[spec], outcomes[spec], versus.get(spec), looks.get(spec),
+                 sequential is not None, costs.get(spec, {}), first.config.get("placement"),
+                 margin) for spec in specs]
+    method = stats.method_footnote(len(seeds), images, margin=margin)
+    if sequential is not None:
+        method = _sequential_method(sequential[1], images)
     return Comparison(
         settings=comparable(first.config), seeds=seeds, images=images,
         command=command or (found.commands[0] if len(found.commands) == 1 else None),
-        method=stats.method_footnote(len(seeds), images),
+        method=method,
         selection=first.result.selection or "final epoch",
         costs={k: v for k, v in (cost_files[0] if cost_files else {}).items() if k != "rows"},
         cost_passes=len(cost_files), rows=rows,
@@ -238,6 +308,13 @@ def _delta(row: ComparisonRow) -> str:
     return f"{row.delta_pp:+.2f} [{row.delta_low_pp:+.2f}, {row.delta_high_pp:+.2f}]"
 
 
+def _seeds(row: ComparisonRow) -> str:
+    """The runs behind the accuracy, and behind Δ when fewer seeds pair with the baseline."""
+    if row.delta_seeds is None or row.delta_seeds == row.seeds:
+        return str(row.seeds)
+    return f"{row.seeds} (Δ: {row.delta_seeds})"
+
+
 def _p(value: float) -> str:
     return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
 
@@ -252,14 +329,16 @@ def table(comparison: Comparison) -> Table:
     batch = _batch_size(comparison)
     columns = [
         ("mechanism", "mechanism"), ("params", "params (M)"), ("macs", "MACs (M)"),
+        ("seeds_text", "seeds"),
         ("acc_text", "test acc (%) [95 % CI]"), ("delta_text", "Δ vs baseline (pp) [95 % CI]"),
         ("p_adjusted", "p (Holm)"), ("verdict", "verdict"),
-        ("detectable_pp", "detectable Δ (pp)"),
+        ("detectable_pp", "detectable Δ (pp, adjusted)"),
         ("train_step_ms", f"train step (ms, batch {batch})"), ("epoch_s", "epoch (s, est.)"),
         ("forward_ms", f"latency (ms, batch {batch})"),
         ("train_peak_mib", "train peak (MiB)"), ("use", "typical use"),
     ]
     rows = [{**r.to_dict(), "acc_text": _interval(r), "delta_text": _delta(r),
+             "seeds_text": _seeds(r),
              "verdict": r.verdict or ("baseline" if r.is_baseline else "—"), "use": r.use}
             for r in comparison.rows]
     display = {"mechanism": "`{}`".format, "params": lambda v: f"{v / 1e6:.3f}",
@@ -267,7 +346,7 @@ def table(comparison: Comparison) -> Table:
                "detectable_pp": "{:.2f}".format, "train_step_ms": "{:.1f}".format,
                "epoch_s": "{:.1f}".format, "forward_ms": "{:.1f}".format,
                "train_peak_mib": "{:.0f}".format}
-    return Table(columns, rows, display, align_left=("mechanism", "verdict", "use"),
+    return Table(columns, rows, display, align_left=("mechanism", "seeds_text", "verdict", "use"),
                  notes=_notes(comparison))
 
 
