@@ -292,3 +292,17 @@ def test_user_datasets_with_bad_items_are_refused():
         data_from_datasets(Pairs(torch.zeros(4, 1, 3, 5), torch.zeros(4)), good, 2, "cpu")
     with pytest.raises(Attn2dError, match="DatasetInfo or a number of classes"):
         data_from_datasets(good, good, 0, "cpu")
+
+
+def test_resample_train_draws_the_training_subset_from_the_seed(fake_fashion_mnist):
+    root = fake_fashion_mnist(120, 40)
+
+    def images(seed: int, resample: bool) -> set:
+        data = load_data(DataSpec("fmnist", data_dir=root, subset=30, augment=False,
+                                  resample_train=resample), "cpu", seed=seed)
+        return {tuple(x.flatten().tolist()) for batch, _ in data.train.batches(0, 10)
+                for x in batch}
+
+    assert images(0, False) == images(1, False)  # the default: every seed, the same images
+    assert images(0, True) != images(1, True)
+    assert images(0, True) == images(0, True)

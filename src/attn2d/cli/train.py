@@ -84,6 +84,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainConfi
     data.add("--download", action="store_true",
              help="let torchvision download missing files (needs a network)")
     data.add("--subset", type=int, help="train on a stratified subset of N training images")
+    data.add("--resample-train", action="store_true",
+             help="draw the --subset of training images from each run's seed (seeds then "
+                  "differ in their data too)")
     data.add("--test-subset", type=int, help="evaluate on a stratified subset of N test images")
     data.add("--val-split", type=int, metavar="N",
              help="hold out N training images (stratified); the reported epoch is then the "

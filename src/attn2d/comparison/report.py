@@ -388,7 +388,8 @@ def _notes(comparison: Comparison) -> list[str]:
 def settings_line(comparison: Comparison) -> str:
     """One sentence of the settings every run shares (Markdown and HTML reports)."""
     s = comparison.settings
-    subset = f"{s['subset']:,} (stratified)" if s.get("subset") else "all"
+    drawn = ", drawn per seed" if s.get("resample_train") else ""
+    subset = f"{s['subset']:,} (stratified{drawn})" if s.get("subset") else "all"
     val = f", validation images held out: {s['val_split']:,}" if s.get("val_split") else ""
     return (f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, batch {s['batch_size']}, "
             f"{s['optimizer']} lr {s['lr']}, precise BN {s.get('precise_bn') or 'off'}, "

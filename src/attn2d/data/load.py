@@ -70,6 +70,10 @@ class DataSpec:
             :data:`IN_MEMORY_LIMIT_BYTES`), ``"always"`` or ``"never"`` (stream through a
             DataLoader).
         num_workers: DataLoader workers for streaming and for decoding folders.
+        resample_train: draw the ``subset`` of training images from the run's seed, so that
+            seeds differ in their data too (Bouthillier et al., MLSys 2021: data sampling
+            is a major source of variance); by default every seed trains on the same
+            images.
     """
 
     dataset: str = "fashion-mnist"
@@ -86,6 +90,7 @@ class DataSpec:
     bad_images: str = "error"
     in_memory: str = "auto"
     num_workers: int = 0
+    resample_train: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DataSpec:
@@ -116,6 +121,7 @@ class DataSpec:
         check_choice(self.in_memory, IN_MEMORY, "--in-memory")
         check_flag(self.download, "--download")
         check_flag(self.augment, "--augment")
+        check_flag(self.resample_train, "--resample-train")
         return self
 
 
@@ -279,7 +285,8 @@ def load_data(spec: DataSpec, device: torch.device | str, seed: int) -> Data:
         rest[held_out] = False
         val, train = train.take(held_out), train.take(torch.nonzero(rest).flatten())
     if spec.subset is not None:
-        train = train.take(stratified_subset(train.labels(), spec.subset, _SUBSET_SEED))
+        subset_seed = seed if spec.resample_train else _SUBSET_SEED
+        train = train.take(stratified_subset(train.labels(), spec.subset, subset_seed))
     if spec.test_subset is not None:
         test = test.take(stratified_subset(test.labels(), spec.test_subset, _SUBSET_SEED))
     normalize = Normalize(info.mean, info.std)
