@@ -222,7 +222,7 @@ def test_fashion_mnist_batches_with_validation_split(tmp_path):
     train_rows = {tuple(r.flatten().tolist()) for x, _ in plain.train.batches(0, 10) for r in x}
     val_rows = {tuple(r.flatten().tolist()) for x, _, i in plain.val.batches(10) for r in x}
     assert len(train_rows) == 50 and not train_rows & val_rows
-    with pytest.raises(ValueError, match="val_split < 120"):
+    with pytest.raises(ValueError, match="--val-split < 120"):
         load_data(DataSpec("fmnist", data_dir=str(root), val_split=120), "cpu", seed=0)
 
 

@@ -65,7 +65,7 @@ def test_grey_folders_default_to_one_channel_and_val_stands_in_for_test(tmp_path
 def test_mixed_sizes_need_an_image_size(tmp_path):
     write_folder(tmp_path)
     write_image(tmp_path / "train" / "cat" / "big.png", torch.zeros(3, 12, 9, dtype=torch.uint8))
-    with pytest.raises(ValueError, match=r"expected image_size for .*, got sizes 8x8, 9x12"):
+    with pytest.raises(ValueError, match=r"expected --image-size for .*, got sizes 8x8, 9x12"):
         load_data(DataSpec(f"folder:{tmp_path}"), "cpu", seed=0)
     data = load_data(DataSpec(f"folder:{tmp_path}", image_size=6), "cpu", seed=0)
     assert data.info.image_size == 6 and len(data.train) == 13
@@ -114,7 +114,7 @@ def test_unreadable_images_are_refused_or_skipped(tmp_path, damage, caplog):
                                          "--bad-images skip"):
         load_data(DataSpec(f"folder:{tmp_path}"), "cpu", seed=0)
     data = load_data(DataSpec(f"folder:{tmp_path}", bad_images="skip"), "cpu", seed=0)
-    assert f"skipped 1 unreadable image(s), e.g. {bad}" in caplog.text
+    assert f"skipped 1 unreadable image, e.g. {bad}" in caplog.text
     assert len(data.train) == 12
 
 

@@ -207,4 +207,9 @@ def test_stats_command_prints_and_writes_json(data_dir, tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert {r["kind"] for r in rows} == {"position", "channel-affinity"}
     assert all(r["images"] == 20 for r in rows)
-    assert main(["stats", "--model", "small_cnn", "--data-dir", data_dir, "--images", "99"]) == 2
+    # More images than the split holds: all of them, with a note naming the option.
+    assert main(["stats", "--model", "small_cnn", "--data-dir", data_dir, "--images", "99"]) == 0
+    out, err = capsys.readouterr()
+    assert "on 24 fashion-mnist test images" in out
+    assert "--images 99 is more than the 24 images in the test split of fashion-mnist: using " \
+           "all 24" in err

@@ -130,6 +130,15 @@ def test_cli_profile_prints_each_format(fmt, capsys):
         assert "spatial_gate.conv" in out and any(line.startswith("total ") for line in lines)
 
 
+def test_cli_profile_takes_a_mechanism_at_the_readmes_c_64_and_a_model_at_3(capsys):
+    assert main(["profile", "se", "--runs", "0", "--format", "json"]) == 0
+    se = json.loads(capsys.readouterr().out)
+    assert se["input_shape"] == [1, 64, 32, 32]
+    assert se["total"]["params"] == 2 * 64 * 4 + 4 + 64  # SE at C = 64, as attn2d list shows
+    assert main(["profile", "small_cnn", "--runs", "0", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [1, 3, 32, 32]
+
+
 def test_cli_profile_model_with_attention_and_depth_and_output_file(tmp_path, capsys):
     path = tmp_path / "profile.json"
     argv = ["profile", "small_cnn", "--attention", "se", "--input", "1x28x28", "--depth", "1",

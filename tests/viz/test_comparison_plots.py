@@ -135,3 +135,12 @@ def test_curves_have_a_band_over_seeds_and_integer_epochs():
 def test_bad_input_is_refused_clearly(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_one_epoch_curves_have_one_integer_tick():
+    fig = plot_curves({"none": np.array([[0.81], [0.83]]), "se": np.array([0.84])})
+    rendered(fig)
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]
+    assert [line.get_label() for line in ax.lines] == ["none (2 seeds)", "se (1 seed)"]

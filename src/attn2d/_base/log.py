@@ -11,7 +11,7 @@ import sys
 
 from tqdm import tqdm
 
-__all__ = ["configure"]
+__all__ = ["configure", "plural"]
 
 ROOT = "attn2d"
 
@@ -52,3 +52,8 @@ def configure(level: int | str = logging.INFO, prefix: str = ROOT) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"1 epoch"``, ``"2 epochs"``, ``"1,000 images"``; ``many`` for an irregular plural."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"

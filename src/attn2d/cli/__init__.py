@@ -45,13 +45,14 @@ def default_text(value: object) -> str:
 
 
 class _DefaultsShown(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the text already states it."""
+    """Every optional option's help ends with its default, unless the text already states
+    it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default is argparse.SUPPRESS or not (
+        if "default" in text or action.default is argparse.SUPPRESS or action.required or not (
                 action.option_strings or action.nargs in ("?", "*")):
-            return text
+            return text  # a required option has no default to show
         return f"{text} (default: {default_text(action.default)})"
 
 

@@ -10,13 +10,17 @@ from ..tools.profiler import profile
 HELP = "per-module table: shapes, parameters, MACs, elementwise ops, memory, time share"
 
 FORMATS = ("text", "markdown", "csv", "json")
+# A model takes an image; a mechanism a feature map, at the C = 64 of the README's tables
+# (and of `attn2d list`'s parameter counts).
+MODEL_INPUT, MECHANISM_INPUT = "3x32x32", "64x32x32"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a model name (resnet18, resnet34, resnet50, small_cnn) "
                         "or a mechanism spec such as 'cbam(reduction=8)'")
-    parser.add_argument("--input", default="3x32x32",
-                        help="input shape CxHxW (batch of one) or BxCxHxW (default: 3x32x32)")
+    parser.add_argument("--input", default=None,
+                        help=f"input shape CxHxW (batch of one) or BxCxHxW (default: "
+                             f"{MODEL_INPUT} for a model, {MECHANISM_INPUT} for a mechanism)")
     parser.add_argument("--attention", default=None,
                         help="with a model name: the mechanism spec to place in it")
     parser.add_argument("--placement", choices=("block", "stage"), default=None,
@@ -52,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from ..models import is_model_name
 
     options = model_options(args)
-    if is_model_name(args.target):
+    is_model = is_model_name(args.target)
+    if is_model:
         options["num_classes"] = args.num_classes
-    shape = parse_shape(args.input, name="--input")
+    default = MODEL_INPUT if is_model else MECHANISM_INPUT
+    shape = parse_shape(args.input or default, name="--input")
     report = profile(args.target, shape, depth=args.depth, timing_runs=args.runs,
                      train=args.train, **options)
     if args.output:

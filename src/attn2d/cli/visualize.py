@@ -56,11 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_arguments(parser)
     parser.add_argument("--index", type=int, default=0, help="image index in the split")
-    parser.add_argument("--out", required=True, help="folder for the PNG files")
+    parser.add_argument("--out", required=True, help="folder for the PNG files (required)")
     parser.add_argument("--query", default=None, metavar="ROW,COL",
                         help="query pixel for position / criss-cross maps (default: centre)")
     parser.add_argument("--sample", type=int, default=256, metavar="N",
-                        help="images for the weight histograms (0: none; default: 256)")
+                        help="images for the weight histograms: the split's first N, or all of "
+                             "a smaller split (0: none; default: 256)")
     parser.add_argument("--layers", nargs="+", default=None, metavar="PATH",
                         help="draw only these mechanisms, e.g. block2.attn (default: all)")
     parser.add_argument("--pictures", nargs="+", default=None, choices=PICTURES,

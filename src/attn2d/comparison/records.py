@@ -79,15 +79,38 @@ def read_run(run_dir: PathLike) -> RunRecord | None:
     result = RunResult.read(result_path)
     if not result.finished:
         return None
+    seed = result.config.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise Attn2dError(f"expected an integer seed in the config of {result_path}, got "
+                          f"{seed!r}")
     npz = run_dir / "predictions.npz"
     saved = read_npz(npz, ("predictions", "targets"), "a run's predictions.npz")
+    for name, values in saved.items():
+        if not np.issubdtype(values.dtype, np.integer):
+            raise Attn2dError(f"expected integer {name} (class indices) in {npz}, got "
+                              f"{values.dtype}")
     predictions = saved["predictions"].astype(np.int64)
     targets = saved["targets"].astype(np.int64)
     _check_predictions(npz, predictions, targets, result)
-    history = read_jsonl(run_dir / "metrics.jsonl", "a run's metrics.jsonl")
+    history = _history(run_dir / "metrics.jsonl")
     spec = result.config.get("attention") or BASELINE
-    return RunRecord(run_dir, spec, int(result.config["seed"]), result, history, predictions,
-                     targets)
+    return RunRecord(run_dir, spec, seed, result, history, predictions, targets)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """A run's ``metrics.jsonl``: one object per epoch, each with its test accuracy (the
+    report's curves)."""
+    rows = read_jsonl(path, "a run's metrics.jsonl")
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not _is_number(row.get("test_acc")):
+            got = f"keys {sorted(row)}" if isinstance(row, dict) else f"a JSON {type(row).__name__}"
+            raise Attn2dError(f"expected an epoch's metrics with a numeric test_acc on line "
+                              f"{number} of {path}, got {got}")
+    return rows
 
 
 def _check_predictions(path: Path, predictions: np.ndarray, targets: np.ndarray,
@@ -103,9 +126,9 @@ def _check_predictions(path: Path, predictions: np.ndarray, targets: np.ndarray,
             raise Attn2dError(f"expected {name} in [0, {classes}) in {path}, got values in "
                               f"[{values.min()}, {values.max()}]")
     accuracy = float((predictions == targets).mean()) if targets.size else 0.0
-    if result.test_acc is None or abs(accuracy - result.test_acc) > _ACCURACY_TOLERANCE:
+    if not _is_number(result.test_acc) or abs(accuracy - result.test_acc) > _ACCURACY_TOLERANCE:
         raise Attn2dError(f"expected the predictions in {path} to give the test accuracy of "
-                          f"its result.json ({result.test_acc}), got {accuracy}")
+                          f"its result.json ({result.test_acc!r}), got {accuracy}")
 
 
 @dataclass

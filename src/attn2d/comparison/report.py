@@ -27,6 +27,7 @@ import numpy as np
 from .. import stats
 from .._base.errors import Attn2dError
 from .._base.io import read_json, write_atomic, write_json
+from .._base.log import plural
 from .._base.records import ItemAccess
 from .._base.tables import Table
 from ..modules.registry import lookup
@@ -391,7 +392,8 @@ def settings_line(comparison: Comparison) -> str:
     drawn = ", drawn per seed" if s.get("resample_train") else ""
     subset = f"{s['subset']:,} (stratified{drawn})" if s.get("subset") else "all"
     val = f", validation images held out: {s['val_split']:,}" if s.get("val_split") else ""
-    return (f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, batch {s['batch_size']}, "
+    return (f"{s['model']} on {s['dataset']}: {plural(s['epochs'], 'epoch')}, "
+            f"batch {s['batch_size']}, "
             f"{s['optimizer']} lr {s['lr']}, precise BN {s.get('precise_bn') or 'off'}, "
             f"training images: {subset}{val}, test images: {comparison.images:,}; seeds "
             f"{', '.join(map(str, comparison.seeds))}.")

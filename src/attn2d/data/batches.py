@@ -13,11 +13,10 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from .._base.errors import Attn2dError
 from .augment import Normalize, crop_and_flip, epoch_order, hash32, random_crops
-from .split import Split
+from .split import Loader, Split
 
 __all__ = ["EvalBatches", "TrainBatches"]
 
@@ -79,7 +78,7 @@ class _Source:
             return
         shards = [_shard(order, step, batch_size, rank, world)
                   for step in range(start_step, steps)]
-        loader = DataLoader(self.dataset, batch_sampler=[s.clamp(min=0).tolist() for s in shards],
+        loader = Loader(self.dataset, batch_sampler=[s.clamp(min=0).tolist() for s in shards],
                             num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(loader_seed))

@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .._base.errors import Attn2dError
-from .split import Split, _as_list
+from .._base.log import plural
+from .memory import available_memory, is_out_of_memory, out_of_memory
+from .split import Loader, Split, _as_list
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ BAD_IMAGES = ("error", "skip")
 # What torchvision.io.decode_image reads; other extensions ImageFolder lists go through PIL.
 _TORCHVISION_FORMATS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".heic")
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+# Pixels converted to float64 at a time by ChannelStats (32 MiB): large images and large
+# batches alike are counted in bounded memory.
+_STATS_CHUNK = 1 << 22
 
 
 class ChannelStats:
@@ -50,20 +57,28 @@ class ChannelStats:
         self._count = 0
 
     def add(self, images: Tensor) -> None:
-        """Count a (B, C, H, W) uint8 batch."""
-        x = images.double()
-        total, squares = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
-        if self._sum is None:
-            self._sum, self._squares = total, squares
-        else:
-            self._sum += total
-            self._squares += squares
-        self._count += images.shape[0] * images.shape[2] * images.shape[3]
+        """Count a (B, C, H, W) uint8 batch, a bounded chunk of pixels at a time."""
+        b, c, h, w = images.shape
+        if c * h * w <= _STATS_CHUNK:
+            step = max(1, _STATS_CHUNK // max(1, c * h * w))
+            parts = (images[i : i + step] for i in range(0, b, step))
+        else:  # one image is larger than a chunk: a band of rows at a time
+            rows = max(1, _STATS_CHUNK // (c * w))
+            parts = (images[i : i + 1, :, r : r + rows] for i in range(b)
+                     for r in range(0, h, rows))
+        for part in parts:
+            x = part.double()
+            total, squares = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
+            if self._sum is None:
+                self._sum, self._squares = total, squares
+            else:
+                self._sum += total
+                self._squares += squares
+        self._count += b * h * w
 
-    def add_tensor(self, images: Tensor, chunk: int = 1024) -> None:
-        """Count a large (N, C, H, W) uint8 tensor a chunk of images at a time."""
-        for start in range(0, len(images), chunk):
-            self.add(images[start : start + chunk])
+    def add_tensor(self, images: Tensor) -> None:
+        """Count a large (N, C, H, W) uint8 tensor (as :meth:`add`, which bounds memory)."""
+        self.add(images)
 
     def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(mean, std)``; a channel with no variation gets std 1 (left unscaled)."""
@@ -100,6 +115,15 @@ def decode_file(path: str, size: int, channels: int) -> Tensor:
     return image
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """What a careful read returns in place of an image it could not decode (picklable, so
+    it crosses from a DataLoader worker as one line, not a worker's traceback)."""
+
+    reason: str
+    memory: bool  # the allocation failed: memory ran out, the file may be fine
+
+
 class FolderImages(Dataset):
     """``(uint8 image (C, S, S), label)`` of a list of ``(path, label)`` samples.
 
@@ -107,8 +131,8 @@ class FolderImages(Dataset):
         samples: ``(path, label)`` pairs.
         size: side S of the square images returned.
         channels: 1 (grey) or 3 (RGB).
-        careful: return the error text in place of the image instead of raising (for the
-            loading pass that finds unreadable files).
+        careful: return a failure (its reason, and whether memory ran out) in place of the
+            image instead of raising (for the loading pass that finds unreadable files).
     """
 
     def __init__(self, samples: list[tuple[str, int]], size: int, channels: int,
@@ -122,13 +146,18 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor | str, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor | _Failure, int]:
         path, label = self.samples[index]
         try:
             return decode_file(path, self.size, self.channels), label
         except Exception as error:
+            memory = is_out_of_memory(error)
             if self.careful:
-                return f"{type(error).__name__}: {error}".strip(), label
+                first = (str(error).strip().splitlines() or [""])[0][:200]
+                return _Failure(f"{type(error).__name__}: {first}".strip(), memory), label
+            if memory:
+                raise out_of_memory(path, self.size, self.channels * self.size ** 2,
+                                    available_memory()) from None
             raise Attn2dError(f"attn2d.data: expected a readable image, got {path} "
                               f"({type(error).__name__}: {error})") from error
 
@@ -164,7 +193,7 @@ class _Refusals:
 
     def warn(self) -> None:
         if self.skipped:
-            log.warning("skipped %d unreadable image(s), e.g. %s", len(self.skipped),
+            log.warning("skipped %s, e.g. %s", plural(len(self.skipped), "unreadable image"),
                         self.skipped[0])
 
 
@@ -224,7 +253,8 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
     if key in _SCANS:
         return _SCANS[key]
     if not root.is_dir():
-        raise Attn2dError(f"attn2d.data: expected a folder dataset at {root}, got no such folder")
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise Attn2dError(f"attn2d.data: expected a folder dataset at {root}, got {what}")
     if not (root / "train").is_dir():
         raise Attn2dError(f"attn2d.data: expected {root / 'train'}/<class>/ image folders, got "
                           f"no train folder in {root}")
@@ -252,8 +282,8 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
     if image_size is None:
         if len(sizes) != 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
             seen = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
-            raise Attn2dError(f"attn2d.data: expected image_size for {root}, whose images are "
-                              f"not all one square size, got sizes {seen}")
+            raise Attn2dError(f"attn2d.data: expected --image-size for {root}, whose images "
+                              f"are not all one square size, got sizes {seen}")
         image_size = next(iter(sizes))[0]
     layout = FolderLayout(root, tuple(train.classes), kept["train"], kept["test"], test_folder,
                           image_size, channels if channels is not None else 1 if all_grey else 3)
@@ -261,33 +291,66 @@ def scan_folder(root: Path, *, image_size: int | None = None, channels: int | No
     return layout
 
 
+# Decoded images held at once by the loading pass (beside the kept tensor): 64, or fewer
+# when they are large, so that a large --image-size decodes in bounded memory.
+_DECODE_BATCH, _DECODE_BUDGET = 64, 256 << 20
+
+
 def _decode_pass(samples: list[tuple[str, int]], size: int, channels: int, keep: bool,
                  stats: ChannelStats | None, refusals: _Refusals, num_workers: int) -> Split:
     """Decode every image once: kept in a tensor when ``keep``, else only checked and counted.
-    Unreadable files go to ``refusals``."""
-    images = torch.empty((len(samples), channels, size, size), dtype=torch.uint8) if keep else None
-    loader = DataLoader(FolderImages(samples, size, channels, careful=True), batch_size=64,
-                        num_workers=num_workers, collate_fn=_as_list)
+    Unreadable files go to ``refusals``; running out of memory is said as such."""
+    per_image = channels * size * size
+    batch_size = max(1, min(_DECODE_BATCH, _DECODE_BUDGET // per_image))
+    loader = Loader(FolderImages(samples, size, channels, careful=True), batch_size=batch_size,
+                    num_workers=num_workers, collate_fn=_as_list)
     good: list[int] = []
     position = 0
-    for batch in loader:
-        decoded = []
-        for image, _ in batch:
-            if isinstance(image, str):
-                refusals(samples[position][0], image)
-            else:
-                if images is not None:
-                    images[len(good)] = image
-                decoded.append(image)
-                good.append(position)
-            position += 1
-        if stats is not None and decoded:
-            stats.add(torch.stack(decoded))
+    try:
+        images = torch.empty((len(samples), channels, size, size), dtype=torch.uint8) \
+            if keep else None
+        for batch in loader:
+            decoded = []
+            for image, _ in batch:
+                if isinstance(image, _Failure):
+                    if image.memory:
+                        raise out_of_memory(samples[position][0], size, per_image,
+                                            available_memory())
+                    refusals(samples[position][0], image.reason)
+                else:
+                    if images is not None:
+                        images[len(good)] = image
+                    decoded.append(image)
+                    good.append(position)
+                position += 1
+            if stats is not None and decoded:
+                stats.add(torch.stack(decoded))
+    except Exception as error:
+        if isinstance(error, Attn2dError) or not is_out_of_memory(error):
+            raise
+        where = samples[min(position, len(samples) - 1)][0]
+        raise out_of_memory(where, size, per_image, available_memory()) from None
     kept = [samples[i] for i in good]
     targets = torch.tensor([label for _, label in kept], dtype=torch.int64)
     if images is not None:
         return Split(images=images[: len(good)], targets=targets)
     return Split(dataset=FolderImages(kept, size, channels), targets=targets)
+
+
+def _check_memory(layout: FolderLayout, in_memory: bool) -> None:
+    """Refuse, before decoding, a size whose images cannot fit (see :mod:`.memory`)."""
+    available = available_memory()
+    if available is None:
+        return
+    per_image = layout.channels * layout.image_size ** 2
+    # An image, its resizing and its copy into a batch; a decoding batch of them.
+    working = per_image * (2 + max(1, min(_DECODE_BATCH, _DECODE_BUDGET // per_image)))
+    if in_memory:
+        working += (len(layout.train) + len(layout.test)) * per_image
+    if working > available:
+        what = (f"the {len(layout.train) + len(layout.test)} images of {layout.root}"
+                + (" into memory (--in-memory)" if in_memory else ""))
+        raise out_of_memory(what, layout.image_size, per_image, available)
 
 
 @dataclass(frozen=True)
@@ -310,6 +373,7 @@ def read_folder(layout: FolderLayout, *, in_memory: bool, bad_images: str = "err
     ``in_memory``, else checked and streamed later; mean and std of the training images."""
     key = (layout, in_memory)
     if key not in _READS:
+        _check_memory(layout, in_memory)
         refusals = _Refusals(bad_images)
         stats = ChannelStats()
         train = _decode_pass(layout.train, layout.image_size, layout.channels, in_memory, stats,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .._base.errors import Attn2dError
 from .._base.validate import check_choice, check_flag, check_int, fail, flag
@@ -20,9 +20,10 @@ from .augment import Normalize
 from .batches import EvalBatches, TrainBatches
 from .catalog import DatasetInfo, builtin_info, canonical_dataset, default_data_dir, folder_path
 from .folder import BAD_IMAGES, ChannelStats, read_folder, scan_folder
+from .memory import available_memory, format_bytes
 from .readers import read_builtin
 from .samples import ImageDataset
-from .split import Split, stratified_subset
+from .split import Loader, Split, stratified_subset
 
 __all__ = [
     "IN_MEMORY_LIMIT_BYTES",
@@ -160,17 +161,32 @@ def _statistic(spec: DataSpec, name: str, channels: int) -> tuple[float, ...] | 
 def _fits_in_memory(nbytes: int, device: torch.device) -> bool:
     if nbytes > IN_MEMORY_LIMIT_BYTES:
         return False
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return nbytes <= free // 2
-    return True
+    free = available_memory(device)  # the host's too: images are decoded there first
+    host = available_memory("cpu") if device.type != "cpu" else free
+    return all(room is None or nbytes <= room // 2 for room in (free, host))
 
 
-def _resolve(spec: DataSpec, device: torch.device
+def _check_batch_memory(side: int, channels: int, batch_size: int | None,
+                        device: torch.device) -> None:
+    """Refuse, before decoding, a training batch that cannot fit on ``device`` as float32
+    (a large ``--image-size``; the model's activations need more still)."""
+    if batch_size is None:
+        return
+    nbytes = batch_size * channels * side * side * 4
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise Attn2dError(f"attn2d.data: out of memory at --image-size {side}: a training "
+                          f"batch of {batch_size} images takes {format_bytes(nbytes)} as "
+                          f"float32, {format_bytes(free)} available on {device}; expected a "
+                          "smaller --image-size or --batch-size")
+
+
+def _resolve(spec: DataSpec, device: torch.device, batch_size: int | None = None
              ) -> tuple[DatasetInfo, Split | None, Split | None, bool]:
     """The dataset's info (as the batches use it) and, for ``device``, its splits and whether
     they live in memory. Built-in datasets with no overrides return no splits (no file
-    access); call :func:`_read` for them."""
+    access); call :func:`_read` for them. A folder's ``batch_size`` (per process) is checked
+    against the device's memory before any image is decoded."""
     name = canonical_dataset(spec.check().dataset)
     path = folder_path(name)
     if path is None:
@@ -179,6 +195,7 @@ def _resolve(spec: DataSpec, device: torch.device
         layout = scan_folder(path, image_size=spec.image_size, channels=spec.channels,
                              bad_images=spec.bad_images)
         side, channels = layout.image_size, layout.channels
+        _check_batch_memory(side, channels, batch_size, device)
         nbytes = (len(layout.train) + len(layout.test)) * channels * side * side
         in_memory = spec.in_memory == "always" or (
             spec.in_memory == "auto" and _fits_in_memory(nbytes, device))
@@ -199,12 +216,17 @@ def _resolve(spec: DataSpec, device: torch.device
 
 def _read(spec: DataSpec, name: str, train: bool) -> Split:
     root = Path(spec.data_dir) if spec.data_dir is not None else default_data_dir()
+    if root.exists() and not root.is_dir():
+        given = "--data-dir" if spec.data_dir is not None else "$ATTN2D_DATA_DIR or ./data"
+        raise Attn2dError(f"attn2d.data: expected {given} to be a folder for {name}, got "
+                          f"{root}, a file")
     images, targets = read_builtin(name, root, train, spec.download)
     return Split(images=images, targets=targets)
 
 
-def _splits(spec: DataSpec, device: torch.device) -> tuple[DatasetInfo, Split, Split, bool]:
-    info, train, test, in_memory = _resolve(spec, device)
+def _splits(spec: DataSpec, device: torch.device, batch_size: int | None = None
+            ) -> tuple[DatasetInfo, Split, Split, bool]:
+    info, train, test, in_memory = _resolve(spec, device, batch_size)
     if train is None:
         train, test = _read(spec, info.name, True), _read(spec, info.name, False)
     return info, train, test, in_memory
@@ -269,22 +291,36 @@ def get_dataset(
                         split == "train" if augment is None else augment, seed)
 
 
-def load_data(spec: DataSpec, device: torch.device | str, seed: int) -> Data:
+def _check_count(value: int | None, name: str, images: int, what: str) -> None:
+    """A count of images (``--subset`` …) that the split can give, said in CLI spelling."""
+    if value is not None and value > images:
+        raise Attn2dError(f"attn2d.data: expected {flag(name)} <= {images}, the {what}, got "
+                          f"{value}")
+
+
+def load_data(spec: DataSpec, device: torch.device | str, seed: int, *,
+              batch_size: int | None = None) -> Data:
     """The batches of a run: training (seeded order and augmentation), validation (with
     ``val_split``) and test, built on ``device``; in memory there when they fit (see
-    :attr:`DataSpec.in_memory`), else streamed through a DataLoader."""
+    :attr:`DataSpec.in_memory`), else streamed through a DataLoader. ``batch_size`` (the
+    per-process training batch) lets a folder of large images be refused for memory before
+    any image is decoded."""
     device = torch.device(device)
-    info, train, test, in_memory = _splits(spec, device)
+    info, train, test, in_memory = _splits(spec, device, batch_size)
+    _check_count(spec.test_subset, "test_subset", len(test), f"test images of {info.name}")
     val = None
     if spec.val_split is not None:
-        if spec.val_split >= len(train):
-            raise Attn2dError(f"attn2d.data: expected val_split < {len(train)} training images, "
-                              f"got {spec.val_split}")
+        if spec.val_split >= len(train):  # some must be left to train on
+            raise Attn2dError(f"attn2d.data: expected --val-split < {len(train)}, the training "
+                              f"images of {info.name}, got {spec.val_split}")
         held_out = stratified_subset(train.labels(), spec.val_split, _VAL_SEED)
         rest = torch.ones(len(train), dtype=torch.bool)
         rest[held_out] = False
         val, train = train.take(held_out), train.take(torch.nonzero(rest).flatten())
     if spec.subset is not None:
+        _check_count(spec.subset, "subset", len(train),
+                     f"training images of {info.name}"
+                     + (f" left beside --val-split {spec.val_split}" if val is not None else ""))
         subset_seed = seed if spec.resample_train else _SUBSET_SEED
         train = train.take(stratified_subset(train.labels(), spec.subset, subset_seed))
     if spec.test_subset is not None:
@@ -323,7 +359,7 @@ def _first_item(dataset: Dataset, which: str) -> Tensor:
 
 def _materialise(dataset: Dataset, num_workers: int) -> Split:
     images, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=256, num_workers=num_workers):
+    for x, y in Loader(dataset, batch_size=256, num_workers=num_workers):
         images.append(x if x.dtype == torch.uint8 else x.float())
         labels.append(torch.as_tensor(y, dtype=torch.int64))
     return Split(images=torch.cat(images), targets=torch.cat(labels))
@@ -396,7 +432,7 @@ def data_from_datasets(
             if keep:
                 stats.add_tensor(splits[0].images)
             else:
-                for x, _ in DataLoader(train, batch_size=256, num_workers=num_workers):
+                for x, _ in Loader(train, batch_size=256, num_workers=num_workers):
                     stats.add(x)
             mean, std = stats.result()
         else:

@@ -16,13 +16,23 @@ Where the files live: ``data_dir`` if given, else ``$ATTN2D_DATA_DIR``, else ``.
 Local files are read as given, without torchvision's md5 checks (which only fit the
 official archives, not a re-packed copy or a test's small files); ``download=True`` goes
 through torchvision's checked download first.
+
+Faults end in one line naming their cause: no network for ``--download``, and a data
+folder that cannot be written where files must be unpacked or downloaded (read-only, no
+permission, a file in the path, a full disk).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
+import http.client
 import os
 import shutil
+import socket
+import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -143,6 +153,47 @@ def _read_fashion_mnist(root: Path, train: bool, download: bool) -> tuple[Tensor
     return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
 
 
+# What a write into the data folder fails with when the folder is unusable (an OSError of
+# another kind, e.g. EIO, keeps its traceback).
+_UNUSABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                       errno.EISDIR, errno.ENOSPC, errno.EDQUOT})
+_NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout,
+                   socket.gaierror, http.client.HTTPException)
+
+
+def _no_network(name: str, root: Path, reason: object) -> Attn2dError:
+    return Attn2dError(f"attn2d.data: expected to download {name} into {root} (--download), "
+                       f"got no network ({reason}); copy its files there and leave out "
+                       "--download")
+
+
+@contextlib.contextmanager
+def _faults(name: str, root: Path, download: bool) -> Iterator[None]:
+    """Network and data-folder faults of reading ``name`` under ``root`` as one line."""
+    try:
+        yield
+    except urllib.error.HTTPError as err:  # a network, but the file is not served
+        raise Attn2dError(f"attn2d.data: expected to download {name} into {root}, got HTTP "
+                          f"error {err.code} ({err.reason}) from {err.url}") from None
+    except _NETWORK_ERRORS as err:
+        if not download:
+            raise
+        raise _no_network(name, root, getattr(err, "reason", None) or err) from None
+    except RuntimeError as err:
+        # torchvision's MNIST readers gather each mirror's URLError into one RuntimeError.
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        if not (download and lines and lines[0].startswith("Error downloading")):
+            raise
+        raise _no_network(name, root, lines[-1].strip("<>")) from None
+    except OSError as err:
+        if err.errno not in _UNUSABLE:
+            raise
+        where = f" at {err.filename}" if err.filename else ""
+        raise Attn2dError(f"attn2d.data: expected --data-dir {root} to be a folder where "
+                          f"{name} can be unpacked, got {err.strerror.lower()}{where}"
+                          ) from None
+
+
 _READERS = {"cifar10": _read_cifar10, "cifar100": _read_cifar100, "svhn": _read_svhn,
             "fashion-mnist": _read_fashion_mnist}
 _CACHE: dict[tuple[str, str, bool], tuple[Tensor, Tensor]] = {}
@@ -154,5 +205,6 @@ def read_builtin(name: str, root: Path, train: bool, download: bool = False
     ``name``), read once per process."""
     key = (name, str(root.resolve()), train)
     if key not in _CACHE:
-        _CACHE[key] = _READERS[name](root, train, download)
+        with _faults(name, root, download):
+            _CACHE[key] = _READERS[name](root, train, download)
     return _CACHE[key]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._base.errors import Attn2dError
 
-__all__ = ["Split", "TensorImages", "stratified_subset"]
+__all__ = ["Loader", "Split", "TensorImages", "stratified_subset"]
 
 
 def stratified_subset(targets: Tensor, size: int, seed: int = 0) -> Tensor:
@@ -56,6 +56,15 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+class Loader(DataLoader):
+    """The DataLoader of every attn2d data path. torch warns on each loader (and on each
+    pass over it) when ``num_workers`` exceeds the CPUs; a run says that once, in one line,
+    naming ``--num-workers`` (see :func:`attn2d.training.start`)."""
+
+    def check_worker_number_rationality(self) -> None:
+        pass
+
+
 @dataclass
 class Split:
     """Images with labels, either all in one tensor or read from a Dataset on demand.
@@ -82,8 +91,8 @@ class Split:
     def labels(self) -> Tensor:
         """The int64 labels in index order (CPU)."""
         if self.targets is None:
-            labels = [int(label) for batch in DataLoader(self.dataset, batch_size=256,
-                                                         collate_fn=_as_list)
+            labels = [int(label) for batch in Loader(self.dataset, batch_size=256,
+                                                     collate_fn=_as_list)
                       for _, label in batch]
             self.targets = torch.tensor(labels, dtype=torch.int64)
         return self.targets

@@ -31,6 +31,7 @@ batch, and only rank 0 prints and writes.
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -44,7 +45,9 @@ from tqdm import tqdm
 
 from .._base.errors import Attn2dError
 from .._base.io import copy_file, save_npz, write_jsonl
+from .._base.log import plural
 from ..data import Data
+from ..data.memory import format_bytes, is_out_of_memory
 from ..tools.timing import sync
 from .checkpoint import save_checkpoint
 from .config import TrainConfig, changed_settings
@@ -84,8 +87,24 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
                 if stop.agreed(run.process):
                     return interrupted(run, stop.signal)
         return finish(run)
+    except Exception as err:
+        if isinstance(err, Attn2dError) or not is_out_of_memory(err):
+            raise
+        raise _out_of_memory(config, err) from None
     finally:
         torch.set_num_threads(threads)
+
+
+def _out_of_memory(config: TrainConfig, err: BaseException) -> Attn2dError:
+    """One line for an allocation that failed in a step or an evaluation."""
+    asked = re.search(r"tried to allocate (\d+) bytes", str(err), re.IGNORECASE)
+    size = f" (torch asked for {format_bytes(int(asked.group(1)))})" if asked else ""
+    last = Path(config.out) / "last.pt"
+    kept = f"; {last} is kept" if last.is_file() else ""
+    return Attn2dError(f"out of memory while training{size} at --batch-size "
+                       f"{config.batch_size}, --eval-batch-size {config.eval_batch_size}"
+                       f"{f', --image-size {config.image_size}' if config.image_size else ''}"
+                       f"{kept}; expected smaller batches or images")
 
 
 def _finished_result(config: TrainConfig) -> RunResult | None:
@@ -103,8 +122,8 @@ def _finished_result(config: TrainConfig) -> RunResult | None:
         raise Attn2dError(f"expected the settings of the finished run in {config.out} to "
                           f"resume it (only --epochs may grow), got changes ({changed}); use "
                           "another --out")
-    log.info("%s is finished (%d epochs); nothing to resume (pass a larger --epochs to "
-             "extend it)", config.out, saved_epochs)
+    log.info("%s is finished (%s); nothing to resume (pass a larger --epochs to extend it)",
+             config.out, plural(saved_epochs, "epoch"))
     return result
 
 

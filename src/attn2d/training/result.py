@@ -81,6 +81,9 @@ class RunResult(ItemAccess):
             got = f"keys {sorted(values)}" if isinstance(values, dict) else \
                 type(values).__name__
             raise Attn2dError(f"expected {source} to hold a status and a config, got {got}")
+        if not isinstance(values["config"], dict):
+            raise Attn2dError(f"expected {source} to hold a config object, got a JSON "
+                              f"{type(values['config']).__name__}")
         # Keys this version does not know (a newer writer) are left out, not refused.
         return cls(**{k: v for k, v in values.items() if k in names})
 

@@ -19,6 +19,8 @@ from torch import nn
 from .._base.amp import autocast
 from .._base.errors import Attn2dError
 from .._base.io import read_json, write_json, write_jsonl
+from .._base.log import plural
+from .._base.validate import flag
 from ..data import Data, DataSpec, load_data
 from ..tools.timing import sync
 from .checkpoint import CHECKPOINT_VERSION, read_checkpoint, restore_rng, rng_state
@@ -109,11 +111,26 @@ def _warnings(config: TrainConfig, device: torch.device) -> None:
         log.warning("--amp fp16 on a CPU is emulated and about 30x slower than float32; use "
                     "--amp none (or bf16 on a CPU with bf16 instructions)")
     if config.threads and config.threads > (os.cpu_count() or 1):
-        log.warning("--threads %d exceeds the %d CPU cores; the threads will compete for them",
-                    config.threads, os.cpu_count())
+        log.warning("--threads %d exceeds the %s; the threads will compete for them",
+                    config.threads, plural(os.cpu_count() or 1, "CPU core"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if config.num_workers > (cores or 1):
+        log.warning("--num-workers %d exceeds the %s this process may use; the workers "
+                    "will compete for them (and may run slower than fewer)",
+                    config.num_workers, plural(cores or 1, "CPU core"))
     if config.warmup_epochs == config.epochs or config.attention_warmup == config.epochs > 0:
         log.warning("a warm-up as long as the whole run: the model trains at full strength for "
                     "no epoch")
+
+
+def _check_batch_size(config: TrainConfig, images: int, dataset: str) -> None:
+    """A batch no larger than the training set (the last partial batch is dropped)."""
+    if config.batch_size <= images:
+        return
+    chosen = "".join(f" after {flag(name)} {getattr(config, name)}"
+                     for name in ("val_split", "subset") if getattr(config, name) is not None)
+    raise Attn2dError(f"expected --batch-size <= {images}, the training images of {dataset}"
+                      f"{chosen}, got {config.batch_size}")
 
 
 def start(config: TrainConfig, data: Data | None = None) -> Run:
@@ -141,8 +158,9 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
                           f"{process.world} processes, got {config.batch_size}")
     if data is None:
         data = load_data(DataSpec.from_mapping(dataclasses.asdict(config)), process.device,
-                         config.seed)
+                         config.seed, batch_size=config.batch_size // process.world)
     info = data.info
+    _check_batch_size(config, len(data.train), info.name)
     # The run's settings plus the dataset's facts that rebuilding the model needs.
     saved_config = {**dataclasses.asdict(config), "dataset": info.name,
                     "num_classes": info.num_classes, "in_channels": info.in_channels,

@@ -20,11 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import ConnectionPatch, Patch
 from matplotlib.text import Text
-from matplotlib.ticker import MaxNLocator
 
 from .._base.errors import Attn2dError
+from .._base.log import plural
 from ..stats import BETTER, WORSE, t_interval
-from .plots import PathLike, _finish, _suptitle
+from .plots import PathLike, _finish, _suptitle, epoch_axis
 
 __all__ = ["plot_accuracy", "plot_curves", "plot_tradeoff"]
 
@@ -208,14 +208,13 @@ def plot_curves(
         epochs = np.arange(1, arr.shape[1] + 1)
         ax.plot(epochs, 100 * arr.mean(axis=0), ls="--" if is_base else styles[i // 10 % 4],
                 marker="o" if arr.shape[1] <= 30 else None, ms=3, color=colour,
-                lw=1.6 if is_base else 1.2, label=f"{name} ({arr.shape[0]} seed"
-                f"{'s' if arr.shape[0] > 1 else ''})", zorder=3 if is_base else 2)
+                lw=1.6 if is_base else 1.2, label=f"{name} ({plural(arr.shape[0], 'seed')})",
+                zorder=3 if is_base else 2)
         limits = _seed_band(arr, band)
         if limits is not None:
             ax.fill_between(epochs, 100 * limits[0], 100 * limits[1], color=colour, alpha=0.15,
                             lw=0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,

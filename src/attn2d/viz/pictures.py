@@ -19,6 +19,7 @@ training curves when a ``metrics.jsonl`` is given.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from .._base.errors import Attn2dError
+from .._base.log import plural
+from .._base.validate import check_int
 from ..data import DataSpec, dataset_info, denormalize, get_dataset
 from ..modules.capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps
 from ..modules.registry import outermost_mechanisms
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -223,7 +227,7 @@ def visualize_example(
         stats = collect_attention_stats(model, sample)
         n = stats[0].images if stats else 0
         write("histograms", "histograms", plots.plot_attention_histograms, stats,
-              title=f"{head}attention weights over {n} images")
+              title=f"{head}attention weights over {plural(n, 'image')}")
     if metrics:
         write("curves", "curves", plots.plot_training_curves, list(metrics),
               title=f"{head}training curves")
@@ -246,7 +250,7 @@ def _allowed_pictures(records: Sequence[MapRecord], groups: dict, stages: Sequen
 def _check_pictures(pictures: Sequence[str] | None, allowed: Sequence[str]) -> None:
     missing = [p for p in pictures or () if p not in allowed]
     if missing:
-        raise Attn2dError(f"attn2d visualize: expected --pictures among those this model "
+        raise Attn2dError(f"expected --pictures among those this model "
                           f"allows ({', '.join(allowed) or 'none'}), got {', '.join(missing)}")
 
 
@@ -389,11 +393,20 @@ def load_subject(
 
 
 def sample_batches(data: DataSpec | str, images: int, batch_size: int = 64,
-                   split: str = "test") -> list[Tensor]:
-    """The first ``images`` normalised images of a split, without augmentation, in batches."""
-    ds = get_dataset(data, split, augment=False)
-    if not 1 <= images <= len(ds):
-        raise Attn2dError(f"expected 1 <= images <= {len(ds)}, got {images}")
+                   split: str = "test", *, option: str = "--images") -> list[Tensor]:
+    """The first ``images`` normalised images of a split, without augmentation, in batches.
+
+    A split with fewer images gives all of them, with a note naming ``option`` (the
+    command-line option that asked for ``images``): the defaults (256) must work on a small
+    folder."""
+    check_int(images, option)
+    check_int(batch_size, "--batch-size")
+    spec = data if isinstance(data, DataSpec) else DataSpec(data)
+    ds = get_dataset(spec, split, augment=False)
+    if images > len(ds):
+        log.info("%s %d is more than the %s in the %s split of %s: using all %d", option,
+                 images, plural(len(ds), "image"), split, spec.dataset, len(ds))
+        images = len(ds)
     return [torch.stack([ds[i][0] for i in range(start, min(images, start + batch_size))])
             for start in range(0, images, batch_size)]
 
@@ -413,18 +426,20 @@ def visualize(
     strict: bool = True,
 ) -> list[Path]:
     """Every picture for image ``index`` of ``split`` (see :func:`visualize_example`), with
-    histograms over the split's first ``sample`` images (0: none) and the training curves
-    of a checkpoint's run; ``layers``, ``pictures``, ``prefix``, ``save_maps`` and ``strict``
-    as in :func:`visualize_example`."""
+    histograms over the split's first ``sample`` images (0: none; all, when it has fewer)
+    and the training curves of a checkpoint's run; ``layers``, ``pictures``, ``prefix``,
+    ``save_maps`` and ``strict`` as in :func:`visualize_example`."""
     info = dataset_info(subject.data)
     ds = get_dataset(subject.data, split, augment=False)
     if not 0 <= index < len(ds):
-        raise Attn2dError(f"attn2d visualize: expected 0 <= index < {len(ds)}, got {index}")
+        raise Attn2dError(f"expected --index in [0, {len(ds)}), the {split} images of "
+                          f"{subject.dataset}, got {index}")
     x, label = ds[index]
     example = Example(x, denormalize(x, info), f"{split} #{index}: {info.classes[label]}",
                       info.classes)
     want_histograms = sample and (pictures is None or "histograms" in pictures)
-    batches = sample_batches(subject.data, sample, split=split) if want_histograms else None
+    batches = sample_batches(subject.data, sample, split=split, option="--sample") \
+        if want_histograms else None
     metrics = [subject.metrics] if subject.metrics is not None else []
     return visualize_example(subject.model, example, out_dir, query=query, sample=batches,
                              metrics=metrics, title=subject.title, layers=layers,

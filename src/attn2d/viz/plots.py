@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # for annotations only: debug sits below viz and needs no imp
     from ..tools.map_stats import MapStats
 
 __all__ = [
+    "epoch_axis",
     "plot_affinity_matrix",
     "plot_attention_histograms",
     "plot_channel_weights",
@@ -92,6 +93,13 @@ def _resize(amap: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> 
     return F.interpolate(t, size=size, mode=mode, **kwargs)[0, 0].numpy()
 
 
+def epoch_axis(ax: Axes) -> None:
+    """Label the x axis "epoch" with whole-number ticks only, one run of one epoch
+    included (matplotlib's integer locator falls back to fractions below two ticks)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def _suptitle(fig: Figure, text: str, fontsize: float = 10) -> None:
     """Figure title wrapped to the figure's width, so long module paths are never cut."""
     width = fig.get_figwidth() * 72 / (0.6 * fontsize)  # characters that fit on one line
@@ -135,40 +143,60 @@ def plot_channel_weights(
     title: str = "channel weights",
     labels: Sequence[str] | None = None,
     sort: bool = True,
+    show: int = 8,
     path: PathLike | None = None,
 ) -> Figure:
     """Bars of one weight per channel (or per branch), sorted from largest, with the mean.
 
+    Up to ``2 × show`` bars are all drawn; beyond that (sorted), only the ``show`` largest
+    and the ``show`` smallest, each named, with the count of those between: 64 unnamed
+    bars do not read at a report's tile size, the extremes do. The mean line and the
+    colours are over every channel.
+
     Args:
         weights: (C,) weights for one image.
         title: figure title.
-        labels: a name per bar; default the channel index (shown when C <= 32).
-        sort: sort bars from the largest weight; ``False`` keeps the given order.
+        labels: a name per bar; default the channel index.
+        sort: sort bars from the largest weight; ``False`` keeps the given order (and every
+            bar).
+        show: bars at each end when there are more than ``2 × show``.
         path: PNG to write.
     """
     w = _array(weights, 1, "plot_channel_weights")
     names = list(labels) if labels is not None else [str(i) for i in range(len(w))]
     if len(names) != len(w):
         raise Attn2dError(f"plot_channel_weights: expected {len(w)} labels, got {len(names)}")
+    if isinstance(show, bool) or not isinstance(show, int) or show < 1:
+        raise Attn2dError(f"plot_channel_weights: expected show >= 1, got {show!r}")
     order = np.argsort(-w, kind="stable") if sort else np.arange(len(w))
-    fig = Figure(figsize=(max(5.0, min(12.0, 0.12 * len(w) + 3)), 3.2), layout="constrained")
+    hidden = len(w) - 2 * show if sort and len(w) > 2 * show else 0
+    drawn = np.concatenate([order[:show], order[-show:]]) if hidden else order
+    # The two ends side by side, one empty slot between them for the count left out.
+    x = np.concatenate([np.arange(show), np.arange(show) + show + 1]) if hidden \
+        else np.arange(len(drawn))
+    slots = len(drawn) + (1 if hidden else 0)
+    fig = Figure(figsize=(max(5.0, min(12.0, 0.12 * slots + 3)), 3.2), layout="constrained")
     ax = fig.add_subplot()
-    x = np.arange(len(w))
     span = max(float(w.max() - w.min()), 1e-12)
-    ax.bar(x, w[order], width=0.85, color=_colours(MATRIX_CMAP, (w[order] - w.min()) / span))
+    ax.bar(x, w[drawn], width=0.85, color=_colours(MATRIX_CMAP, (w[drawn] - w.min()) / span))
     ax.axhline(float(w.mean()), color="crimson", ls="--", lw=1.2,
                label=f"mean {w.mean():.3f}  (std {w.std():.3f})")
-    if len(w) <= 32:
-        crowded = len(w) * max(len(n) for n in names) > 60
-        ax.set_xticks(x, [names[i] for i in order], fontsize=7, rotation=90 if crowded else 0)
-    else:  # too many to label: name the top five in the legend instead
+    if len(drawn) <= 32:
+        crowded = len(drawn) * max(len(names[i]) for i in drawn) > 60
+        ax.set_xticks(x, [names[i] for i in drawn], fontsize=8, rotation=90 if crowded else 0)
+    else:  # unsorted and too many to label: name the top five in the legend instead
         ax.set_xticks([])
-        top = ", ".join(names[i] for i in order[:5])
+        top = ", ".join(names[i] for i in np.argsort(-w, kind="stable")[:5])
         ax.plot([], [], " ", label=f"top: {top}")
-    ax.set_xlabel("channels, largest weight first" if sort else "")
-    ax.set_ylabel("weight")
-    ax.set_xlim(-0.7, len(w) - 0.3)
     low = min(0.0, float(w.min()))
+    if hidden:
+        ax.text(show, 0.3, f"{hidden}\nmore", ha="center", va="center", fontsize=8,
+                color="dimgray", transform=ax.get_xaxis_transform())
+        ax.set_xlabel(f"channels: the {show} largest and {show} smallest weights of {len(w)}")
+    else:
+        ax.set_xlabel("channels, largest weight first" if sort else "")
+    ax.set_ylabel("weight")
+    ax.set_xlim(-0.7, slots - 0.3)
     ax.set_ylim(low, float(w.max()) + 0.15 * (span if span > 1e-12 else 1.0))
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     _suptitle(fig, title)
@@ -482,8 +510,7 @@ def plot_training_curves(
                     xs, ys = zip(*pts, strict=True)
                     ax.plot(xs, ys, styles[j % len(styles)], marker="o", ms=3,
                             color=f"C{r}", label=k if len(runs) == 1 else f"{name}: {k}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax)
         ax.set_ylabel(group)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
