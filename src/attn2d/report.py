@@ -418,9 +418,7 @@ def write_html(report: dict[str, Any], out: PathLike, results: Table | None = No
     parts.append("<h2>Runs</h2>")
     parts.append(_settings_table(report["settings"]))
     parts += _run_sections(report, out)
-    gallery = _gallery(report)
-    if gallery:
-        parts += ["<h2>Attention maps</h2>", *gallery]
+    parts += ["<h2>Attention maps</h2>", _explore(report, out), *_gallery(report)]
     parts.append("</body></html>")
     return write_atomic(out / "results.html", "\n".join(parts))
 
@@ -455,6 +453,22 @@ def _run_sections(report: dict[str, Any], out: Path) -> list[str]:
             parts.append(f"<details><summary><code>{html.escape(spec)}</code>: {len(mine)} "
                          f"run(s)</summary>{run_table.to_html()}{_img(png, spec)}</details>")
     return parts
+
+
+def _explore(report: dict[str, Any], out: Path) -> str:
+    """``explore.html`` next to the report (each mechanism's first run, interactive), and
+    a link to it; a note instead when the checkpoints or the data are not at hand."""
+    from .viz.explore import explore
+
+    runs = [min((r for r in report["runs"] if r["mechanism"] == row["mechanism"]),
+                key=lambda r: r["seed"]) for row in report["rows"]]
+    try:
+        explore([Path(r["dir"]) for r in runs], out / "explore.html")
+    except (OSError, ValueError) as err:
+        (out / "explore.html").unlink(missing_ok=True)
+        return f'<p class="note">No interactive page ({html.escape(str(err))}).</p>'
+    return ('<p><a href="explore.html">explore.html</a>: every mechanism\'s attention maps '
+            'on 16 test images, side by side and interactive (each mechanism\'s first seed).</p>')
 
 
 def _gallery(report: dict[str, Any], per_mechanism: int = 2) -> list[str]:

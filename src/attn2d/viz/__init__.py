@@ -5,13 +5,15 @@
 - :mod:`attn2d.viz.maps`: a query pixel's weights, RCCA's composed map, gate pictures;
 - :mod:`attn2d.viz.plots`: one function per picture, each returning a Figure (PNG on
   request);
-- :mod:`attn2d.viz.report`: every picture for one image (``attn2d visualize``).
+- :mod:`attn2d.viz.report`: every picture for one image (``attn2d visualize``);
+- :func:`explore`: one interactive HTML page of every model's maps (``attn2d explore``).
 """
 
 from __future__ import annotations
 
 from ..capture import AttentionRecorder, FeatureRecorder, MapRecord, attention_maps, merge_records
 from .comparison import plot_accuracy, plot_curves, plot_tradeoff
+from .explore import explore
 from .maps import (
     compose_criss_cross,
     criss_cross_dense,
@@ -43,6 +45,7 @@ __all__ = [
     "compose_criss_cross",
     "criss_cross_dense",
     "criss_cross_query",
+    "explore",
     "gate_picture",
     "key_grid",
     "mechanism_paths",
