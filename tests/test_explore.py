@@ -156,6 +156,38 @@ def test_every_map_on_the_page_is_the_recorded_map_within_half_a_step(page, subj
     assert views["attn.block1.attention:criss-cross composed (2 passes)"] == "query"
 
 
+@pytest.fixture(scope="module")
+def budget_page(subjects, images, tmp_path_factory) -> Path:
+    """SE and non-local with 1 KiB per image and map: the non-local rows of block 1 (64×64
+    bytes) keep every second query in each direction, SE's block-1 features (32 channels of
+    16×16) the 4 highest-weighted channels."""
+    models = [ex.PageModel(subjects[m].title, subjects[m].model) for m in (SE, NONLOCAL)]
+    return ex.explore_models(models, images, tmp_path_factory.mktemp("budget") / "page.html",
+                             gradcam=False, map_budget=1024)
+
+
+def test_maps_over_the_budget_keep_every_sth_query_and_the_top_channels(budget_page, subjects,
+                                                                        images):
+    se, nonlocal_ = page_json(budget_page)["models"]
+    maps, feats = record(subjects[NONLOCAL].model, images.x)
+    layer = next(lay for lay in nonlocal_["layers"] if lay["label"] == "attn.block1:position")
+    assert layer["stride"] == 2
+    centres = [r * 8 + c for r in (1, 3, 5, 7) for c in (1, 3, 5, 7)]  # each 2×2 block's
+    for k in range(IMAGES):
+        d, rows = layer["images"][k], maps["attn.block1:position"][k][centres].double()
+        assert_codes(decode(d["q"]).reshape(rows.shape), rows, decode(d["lo"])[:, None],
+                     decode(d["hi"])[:, None])
+    maps, feats = record(subjects[SE].model, images.x, ["block1.attn"])
+    layer = se["layers"][0]
+    for k in range(IMAGES):
+        d, w = layer["images"][k], maps["block1.attn:channel"][k]
+        top = sorted(sorted(range(32), key=lambda c: -float(w[c]))[:4])
+        assert decode(d["fch"]).tolist() == top
+        f = feats["block1.attn"][k][top].double().flatten(1)
+        assert_codes(decode(d["f"]).reshape(f.shape), f, decode(d["flo"])[:, None],
+                     decode(d["fhi"])[:, None])
+
+
 def grad_cam_by_hand(model, x, classes, layer: torch.nn.Module) -> np.ndarray:
     """Grad-CAM written out: weights = spatial mean of d(logit)/d(activation), ReLU of the
     weighted sum, bilinear to the image size, scaled to [0, 1] per image."""
@@ -469,6 +501,27 @@ def test_se_bars_are_sorted_like_the_weights_and_a_click_shows_that_channel(brow
     f = feats["block1.attn"][0][order[3]].double()  # (16, 16) input of the gate
     expected = (f - f.min()) / (f.max() - f.min()) * 255
     np.testing.assert_array_less(np.abs(codes - expected.numpy()), 1.0)
+
+
+def test_over_the_budget_a_click_shows_the_nearest_stored_query(browser, budget_page,
+                                                                 subjects, images):
+    open_page(browser, budget_page)
+    stage = part(panel(browser, 1), ".stage")
+    pointer(browser, stage, 5, 11, click=True)  # feature (2, 5): its 2×2 block keeps (3, 5)
+    codes = colour_codes(browser, canvas_pixels(browser, part(stage, "canvas.map")))
+    row = record(subjects[NONLOCAL].model, images.x[:1])[0]["attn.block1:position"][0][3 * 8 + 5]
+    expected = (row / row.max() * 255).view(8, 8).double().numpy()
+    np.testing.assert_array_less(np.abs(codes - expected), 1.0)
+    assert "feature (3, 5) of 8×8 (the nearest stored query" in part(panel(browser, 1),
+                                                                    ".legend").text
+    from selenium.webdriver.common.by import By
+
+    rects = panel(browser, 0).find_elements(By.CSS_SELECTOR, "svg.bars rect")
+    rects[10].click()  # not among the 4 stored feature maps
+    assert "is not stored (the page keeps the 4 highest-weighted)" in part(
+        panel(browser, 0), ".legend").text
+    assert canvas_pixels(browser, part(panel(browser, 0), "canvas.map"))[..., 3].max() == 0
+    assert browser.console_errors() == []
 
 
 def test_hostile_names_render_as_text_and_run_nothing(browser, page, subjects, images,

@@ -12,11 +12,12 @@ HELP = "one interactive HTML page: every model's attention maps and Grad-CAM, si
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="checkpoints (best.pt, last.pt), run folders, or comparison folders "
-                             "(attn2d compare --out: one run per mechanism)")
+                             "(attn2d compare --out: one run per mechanism); by default none, "
+                             "for untrained models (--attention se,nonlocal: one per spec)")
     add_model_arguments(parser, seed_help="the seed of the runs taken from a comparison folder; "
                                           "also the seed of untrained models")
     parser.add_argument("--out", required=True, metavar="HTML",
-                        help="the page to write, e.g. explore.html")
+                        help="the page to write, e.g. explore.html (required, no default)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--images", type=int, default=16, metavar="N",
                        help="the split's first N images (at most all of them)")

@@ -217,14 +217,12 @@
     panel.hi.textContent = hi === null ? "" : fmt(hi);
   }
 
-  function showCell(panel, rows, cols) {
-    const [i, j] = featureCell(rows, cols);
+  function showCell(panel, rows, cols, i, j) {
     const cell = part(panel.stage, "cell");
     cell.style.left = (100 * j) / cols + "%";
     cell.style.top = (100 * i) / rows + "%";
     cell.style.width = 100 / cols + "%";
     cell.style.height = 100 / rows + "%";
-    return [i, j];
   }
 
   function drawBars(panel, values, order, selected, name) {
@@ -297,9 +295,18 @@
           (layer.kind === "spatial" ? "" : ", mean over channels") + ", upsampled over the image";
     } else if (view === "query" || view === "cross") {
       const [rows, cols] = layer.grid;
-      const [i, j] = showCell(panel, rows, cols);
-      const row = i * cols + j;
+      let [i, j] = featureCell(rows, cols);
+      let row = i * cols + j, stored = "";
       if (view === "query") {
+        // Large maps keep the query at the centre of every s×s block: take the nearest.
+        const s = layer.stride || 1, qc = Math.ceil(cols / s), qr = Math.ceil(rows / s);
+        if (s > 1) {
+          const a = Math.min(qr - 1, Math.floor(i / s)), b = Math.min(qc - 1, Math.floor(j / s));
+          row = a * qc + b;
+          i = Math.min(rows - 1, a * s + (s >> 1));
+          j = Math.min(cols - 1, b * s + (s >> 1));
+          stored = ` (the nearest stored query: one per ${s}×${s} cells)`;
+        }
         const [kr, kc] = layer.keys, n = kr * kc;
         paint(map, kr, kc, (r, c) => q[row * n + r * kc + c]);
       } else {
@@ -309,21 +316,29 @@
           r === i ? q[base + c] + (c === j ? q[base + cols + r] : 0)
             : c === j ? q[base + cols + r] : -1);
       }
+      showCell(panel, rows, cols, i, j);
       setScale(panel, arr(d.lo)[row], arr(d.hi)[row]);
       const keys = view === "query" ? `${layer.keys[0]}×${layer.keys[1]} keys` : "its row and column";
       panel.legend.textContent = `query pixel (${state.query[0]}, ${state.query[1]}) → ` +
-        `feature (${i}, ${j}) of ${rows}×${cols}: its weights over ${keys}`;
+        `feature (${i}, ${j}) of ${rows}×${cols}${stored}: its weights over ${keys}`;
     } else if (view === "channel") {
       const order = arr(d.order);
       const values = Array.from(q, (v) => d.lo + (v / 255) * (d.hi - d.lo));
       const ch = panel.channel !== null ? panel.channel : order[0];
       drawBars(panel, values, order, ch, (c) => `channel ${c}`);
-      if (d.f) {
-        const [rows, cols] = layer.grid, f = arr(d.f), off = ch * rows * cols;
+      // Large feature stacks keep the highest-weighted channels only (d.fch lists them).
+      const slot = !d.f ? -1 : d.fch ? arr(d.fch).indexOf(ch) : ch;
+      if (slot >= 0) {
+        const [rows, cols] = layer.grid, f = arr(d.f), off = slot * rows * cols;
         paint(map, rows, cols, (r, c) => f[off + r * cols + c]);
-        setScale(panel, arr(d.flo)[ch], arr(d.fhi)[ch]);
+        setScale(panel, arr(d.flo)[slot], arr(d.fhi)[slot]);
         panel.legend.textContent = `channel weights, sorted; shown: channel ${ch} of the ` +
           `input (${rows}×${cols}), weight ${fmt(values[ch])}. Click a bar for its channel.`;
+      } else if (d.f) {
+        clear(map);
+        setScale(panel, null, null);
+        panel.legend.textContent = `channel ${ch}, weight ${fmt(values[ch])}: its feature map ` +
+          `is not stored (the page keeps the ${arr(d.fch).length} highest-weighted).`;
       } else {
         clear(map);
         setScale(panel, null, null);

@@ -50,6 +50,7 @@ from .report import Subject, load_subject, mechanism_paths
 
 __all__ = [
     "GRADCAM_HINT",
+    "MAP_BUDGET",
     "ExploreImages",
     "PageModel",
     "explore",
@@ -64,6 +65,9 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 GRADCAM_HINT = "pip install 'attn2d[explore]'"
 _CHUNK = 16  # images per forward pass: bounds the N×N position maps held at once
+# Bytes per image and map at most: a larger position map keeps every s-th query (all its
+# keys), a larger feature stack the highest-weighted channels. The small CNN's all fit.
+MAP_BUDGET = 1 << 18
 
 
 @dataclass
@@ -222,10 +226,10 @@ def explore(
 
 def explore_models(models: Sequence[PageModel], images: ExploreImages, out: PathLike, *,
                    gradcam: bool = True, gradcam_layer: str | None = None,
-                   title: str | None = None) -> Path:
+                   title: str | None = None, map_budget: int = MAP_BUDGET) -> Path:
     """The page of ``models`` on ``images`` (see :func:`page_data`), written to ``out``."""
     return write_page(page_data(models, images, gradcam=gradcam, gradcam_layer=gradcam_layer,
-                                title=title), out)
+                                title=title, map_budget=map_budget), out)
 
 
 # -- maps to quantised arrays -------------------------------------------------------------------
@@ -272,7 +276,8 @@ def _rows(codes: Tensor, lo: Tensor, hi: Tensor, i: int) -> dict[str, str]:
             "hi": _encode(hi[i].flatten().float())}
 
 
-def _layer(r: MapRecord, mechanism: str, features: Tensor | None) -> dict[str, Any] | None:
+def _layer(r: MapRecord, mechanism: str, features: Tensor | None, budget: int
+           ) -> dict[str, Any] | None:
     """One selectable view of a recorded map (all images), or None for an unknown kind."""
     t = r.tensor.float()
     n = t.shape[0]
@@ -284,12 +289,17 @@ def _layer(r: MapRecord, mechanism: str, features: Tensor | None) -> dict[str, A
                     "order": _encode(order[i].numpy().astype(np.uint16))} for i in range(n)]
         if features is not None:  # the input that the gate scales, one map per channel
             f = features.float().flatten(2)
+            keep = min(f.shape[1], max(1, budget // f.shape[2]))  # the highest weights'
+            kept = order[:, :keep].sort(dim=1).values
+            f = f.gather(1, kept[..., None].long().expand(-1, -1, f.shape[2]))
             flo, fhi = f.amin(-1), f.amax(-1)
             fcodes = _quantise(f, flo[..., None], fhi[..., None])
             base["grid"] = [int(features.shape[2]), int(features.shape[3])]
             for i, entry in enumerate(entries):
                 entry.update(f=_encode(fcodes[i].flatten()), flo=_encode(flo[i]),
                              fhi=_encode(fhi[i]))
+                if keep < t.shape[1]:
+                    entry["fch"] = _encode(kept[i].numpy().astype(np.uint16))
         return {**base, "view": "channel", "channels": int(t.shape[1]), "images": entries}
     if r.kind in ("spatial", "elementwise", "height", "width"):
         picture = t.mean(1)  # over channels, as attn2d.viz.maps.gate_picture
@@ -302,7 +312,7 @@ def _layer(r: MapRecord, mechanism: str, features: Tensor | None) -> dict[str, A
                 "images": [{"q": _encode(codes[i]), **_scalars(lo, hi, i)} for i in range(n)]}
     if r.kind == "position":
         grid = r.feature_size or (math.isqrt(int(t.shape[1])),) * 2  # unknown: square
-        return _query_layer(base, t, grid, M.key_grid(int(t.shape[2]), grid))
+        return _query_layer(base, t, grid, M.key_grid(int(t.shape[2]), grid), budget)
     if r.kind == "criss-cross":
         codes, lo, hi = _per_row(t)
         return {**base, "view": "cross", "grid": list(t.shape[1:3]),
@@ -315,14 +325,25 @@ def _layer(r: MapRecord, mechanism: str, features: Tensor | None) -> dict[str, A
     return None
 
 
-def _query_layer(base: dict[str, Any], t: Tensor, grid: Sequence[int], keys: Sequence[int]
-                 ) -> dict[str, Any]:
+def _query_layer(base: dict[str, Any], t: Tensor, grid: Sequence[int], keys: Sequence[int],
+                 budget: int) -> dict[str, Any]:
+    """(N, Nq, Nk) rows; beyond ``budget`` bytes per image only the query at the centre of
+    each s×s block of the grid is kept (row-major over the blocks)."""
+    h, w = (int(g) for g in grid)
+    stride = 1
+    while math.ceil(h / stride) * math.ceil(w / stride) * t.shape[2] > budget and \
+            stride < max(h, w):
+        stride += 1
+    if stride > 1:
+        rows = [min(h - 1, a * stride + stride // 2) for a in range(math.ceil(h / stride))]
+        cols = [min(w - 1, b * stride + stride // 2) for b in range(math.ceil(w / stride))]
+        t = t[:, [r * w + c for r in rows for c in cols]]
     codes, lo, hi = _per_row(t)
-    return {**base, "view": "query", "grid": list(grid), "keys": list(keys),
+    return {**base, "view": "query", "grid": [h, w], "keys": list(keys), "stride": stride,
             "images": [_rows(codes, lo, hi, i) for i in range(t.shape[0])]}
 
 
-def _composed(passes: Sequence[MapRecord], mechanism: str) -> dict[str, Any]:
+def _composed(passes: Sequence[MapRecord], mechanism: str, budget: int) -> dict[str, Any]:
     """RCCA: every query's map after all passes, ``A_R ⋯ A_1`` of the dense pass matrices
     (the rows :func:`~attn2d.viz.maps.compose_criss_cross` gives one at a time)."""
     first = passes[0]
@@ -335,7 +356,7 @@ def _composed(passes: Sequence[MapRecord], mechanism: str) -> dict[str, Any]:
         rows.append(dense.float())
     label = first.label.split("#")[0] + f" composed ({len(passes)} passes)"
     base = {"label": label, "mechanism": mechanism, "kind": "criss-cross"}
-    return _query_layer(base, torch.stack(rows), (h, w), (h, w))
+    return _query_layer(base, torch.stack(rows), (h, w), (h, w), budget)
 
 
 # -- running the models --------------------------------------------------------------------------
@@ -351,14 +372,14 @@ def _record(model: nn.Module, x: Tensor, channel_paths: Sequence[str]
     return logits, rec.merged(), features
 
 
-def _layers(model: nn.Module, records: list[MapRecord], features: dict[str, Tensor]
-            ) -> list[dict[str, Any]]:
+def _layers(model: nn.Module, records: list[MapRecord], features: dict[str, Tensor],
+            budget: int) -> list[dict[str, Any]]:
     owner = {parent: mech for mech, parents in mechanism_paths(model).items()
              for parent in parents}
     layers, passes = [], {}
     for r in records:
         mech = owner.get(r.path, r.path)
-        layer = _layer(r, mech, features.get(r.path) if r.kind == "channel" else None)
+        layer = _layer(r, mech, features.get(r.path) if r.kind == "channel" else None, budget)
         if layer is not None:
             layers.append(layer)
         if r.kind == "criss-cross":
@@ -366,7 +387,8 @@ def _layers(model: nn.Module, records: list[MapRecord], features: dict[str, Tens
     for group in passes.values():
         if len(group) > 1:  # RCCA: also the composition, after its last pass
             last = max(i for i, layer in enumerate(layers) if layer["label"] == group[-1].label)
-            layers.insert(last + 1, _composed(group, owner.get(group[0].path, group[0].path)))
+            mech = owner.get(group[0].path, group[0].path)
+            layers.insert(last + 1, _composed(group, mech, budget))
     return layers
 
 
@@ -428,7 +450,7 @@ def _gradcam(model: nn.Module, images: ExploreImages, predicted: list[int],
 
 
 def _model_data(page_model: PageModel, images: ExploreImages, cam: bool,
-                cam_layer: str | None) -> dict[str, Any]:
+                cam_layer: str | None, budget: int) -> dict[str, Any]:
     model = page_model.model
     was_training = model.training
     model.eval()
@@ -442,7 +464,8 @@ def _model_data(page_model: PageModel, images: ExploreImages, cam: bool,
             "name": page_model.name, "source": page_model.source,
             "predictions": [[p, _number(probs[i, p]), _number(probs[i, y])]
                             for i, (p, y) in enumerate(zip(predicted, images.labels))],
-            "layers": _layers(model, records, features), "gradcam": None, "gradcamNote": None}
+            "layers": _layers(model, records, features, budget), "gradcam": None,
+            "gradcamNote": None}
         if cam:
             try:
                 entry["gradcam"] = _gradcam(model, images, predicted, cam_layer)
@@ -471,8 +494,10 @@ def _colormap() -> np.ndarray:
 
 
 def page_data(models: Sequence[PageModel], images: ExploreImages, *, gradcam: bool = True,
-              gradcam_layer: str | None = None, title: str | None = None) -> dict[str, Any]:
-    """Everything the page shows, JSON-ready: images, predictions, quantised maps."""
+              gradcam_layer: str | None = None, title: str | None = None,
+              map_budget: int = MAP_BUDGET) -> dict[str, Any]:
+    """Everything the page shows, JSON-ready: images, predictions, quantised maps (each at
+    most ``map_budget`` bytes per image, see :data:`MAP_BUDGET`)."""
     if not models:
         raise ValueError("attn2d explore: expected at least one model, got none")
     note = None if gradcam else "Grad-CAM is switched off."
@@ -491,7 +516,8 @@ def page_data(models: Sequence[PageModel], images: ExploreImages, *, gradcam: bo
         "images": [{"index": images.indices[i], "label": images.labels[i],
                     "pixels": _encode(pixels[i].contiguous())} for i in range(n)],
         "gradcamNote": note,
-        "models": [_model_data(m, images, note is None, gradcam_layer) for m in models],
+        "models": [_model_data(m, images, note is None, gradcam_layer, map_budget)
+                   for m in models],
     }
 
 
