@@ -204,7 +204,7 @@ def explore(
     subjects: list[tuple[Subject, str]] = []
     for source in sources:
         if isinstance(source, Subject):
-            subjects.append((source, "untrained" if source.metrics is None else ""))
+            subjects.append((source, ""))  # its title says what it is
             continue
         for checkpoint in resolve_sources([source], seed):
             subjects.append((load_subject(checkpoint, dataset=dataset, data_dir=data_dir),
