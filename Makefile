@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DEMO_MECHANISMS := none,se,cbam,nonlocal,criss-cross
 FULL_MECHANISMS := none,se,eca,cbam,nonlocal,danet,criss-cross
 
-.PHONY: demo test lint gallery fashion-mnist
+.PHONY: demo test lint gallery fashion-mnist chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,20 @@ demo: $(STAMP) fashion-mnist
 	@echo "Table, plots and results.html: runs/demo-fmnist/. The full run (all images, seeds added until each verdict is decided):"
 	@echo "  $(ATTN2D) compare --dataset fashion-mnist --model small_cnn --attention $(FULL_MECHANISMS) --seeds auto --max-seeds 10 --epochs 5 --jobs 2 --out runs/full-fmnist"
 
+# Debian's chromium and chromedriver for the real-browser tests (tests/browser.py), when
+# apt-get is there and we are root, as on CI; there the tests must not skip for want of a
+# browser (ATTN2D_REQUIRE_BROWSER=1). Elsewhere they skip with one line saying why.
+CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo 1)
+chromium:
+	@if [ "$(CAN_APT)" = 1 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  chromium chromium-driver; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint
-	$(PY) -m pytest -q -n 2
+test: lint chromium
+	ATTN2D_REQUIRE_BROWSER=$(CAN_APT) $(PY) -m pytest -q -n 2
 
 # The README's gallery: two short runs, then the pictures.
 gallery: $(STAMP) fashion-mnist
@@ -48,3 +57,4 @@ gallery: $(STAMP) fashion-mnist
 	  --pictures spatial top-channels histograms curves --prefix cbam --out docs/gallery
 	$(ATTN2D) visualize --checkpoint runs/gallery-rcca/last.pt --index 7 --layers attn.block1 \
 	  --pictures query --prefix rcca --out docs/gallery
+	$(PY) benchmarks/explore_page.py --screenshot docs/gallery/explore.png

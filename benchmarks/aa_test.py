@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from attn2d.tables import Table
 from scipy import stats as sps
 
 from attn2d.stats import (
@@ -41,7 +42,6 @@ from attn2d.stats import (
 from attn2d.stats.design import paired_verdicts, pooled_dunnett_verdicts
 from attn2d.stats.quantiles import detectable_shift
 from attn2d.stats.variance import studentised
-from attn2d.tables import Table
 
 DEMO = ["--dataset", "fashion-mnist", "--model", "small_cnn", "--subset", "3000", "--epochs", "2",
         "--batch-size", "64", "--jobs", "2", "--no-costs", "--no-html", "--no-progress"]

@@ -9,9 +9,10 @@ from .._base.errors import Attn2dError
 HELP = "write every attention picture for one image (trained checkpoint or untrained model)"
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser,
+                        seed_help: str = "seed of the untrained model") -> None:
     """What to inspect: ``--checkpoint``, or ``--model``/``--attention`` (untrained), and
-    the data. Shared with ``attn2d stats``."""
+    the data. Shared with ``attn2d stats`` and ``attn2d explore``."""
     source = parser.add_argument_group("model (a checkpoint, or an untrained model)")
     source.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="checkpoint written by attn2d train (e.g. RUN_DIR/last.pt)")
@@ -21,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spec string for the untrained model, e.g. cbam or 'rcca'")
     source.add_argument("--placement", default=None, choices=("block", "stage"),
                         help="attention placement of the untrained model (default: registry)")
-    source.add_argument("--seed", type=int, default=0, help="seed of the untrained model")
+    source.add_argument("--seed", type=int, default=0, help=seed_help)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None,
                       help="a dataset name (default: the checkpoint's, else "

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._base.errors import Attn2dError
 from .._base.io import write_atomic
 from .._base.tables import Table
 from .records import BASELINE
@@ -57,9 +58,7 @@ def write_html(comparison: Comparison, out: PathLike, results: Table | None = No
     parts.append("<h2>Runs</h2>")
     parts.append(_settings_table(comparison.settings))
     parts += _run_sections(comparison, out)
-    gallery = _gallery(comparison)
-    if gallery:
-        parts += ["<h2>Attention maps</h2>", *gallery]
+    parts += ["<h2>Attention maps</h2>", _explore(comparison, out), *_gallery(comparison)]
     parts.append("</body></html>")
     return write_atomic(out / "results.html", "\n".join(parts))
 
@@ -96,6 +95,27 @@ def _run_sections(comparison: Comparison, out: Path) -> list[str]:
     return parts
 
 
+def _first_runs(comparison: Comparison, baseline: bool = True) -> list[dict[str, Any]]:
+    """Each mechanism's run with the lowest seed, in the table's order."""
+    return [min((r for r in comparison.runs if r["mechanism"] == row.mechanism),
+                key=lambda r: r["seed"])
+            for row in comparison.rows if baseline or row.mechanism != BASELINE]
+
+
+def _explore(comparison: Comparison, out: Path) -> str:
+    """``explore.html`` next to the report (each mechanism's first run, interactive), and
+    a link to it; a note instead when the checkpoints or the data are not at hand."""
+    from ..viz.explorer import explore
+
+    try:
+        explore([Path(r["dir"]) for r in _first_runs(comparison)], out / "explore.html")
+    except (OSError, Attn2dError) as err:
+        (out / "explore.html").unlink(missing_ok=True)
+        return f'<p class="note">No interactive page ({html.escape(str(err))}).</p>'
+    return ('<p><a href="explore.html">explore.html</a>: every mechanism\'s attention maps '
+            'on 16 test images, side by side and interactive (each mechanism\'s first seed).</p>')
+
+
 def _gallery(comparison: Comparison, per_mechanism: int = 2) -> list[str]:
     """A few attention pictures per mechanism, for one test image, from its first run's
     selected checkpoint; a note instead when the checkpoint or the data are not at hand."""
@@ -103,13 +123,12 @@ def _gallery(comparison: Comparison, per_mechanism: int = 2) -> list[str]:
 
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in (r.mechanism for r in comparison.rows if r.mechanism != BASELINE):
-            run = min((r for r in comparison.runs if r["mechanism"] == spec),
-                      key=lambda r: r["seed"])
+        for run in _first_runs(comparison, baseline=False):
+            spec = run["mechanism"]
             try:
                 pictures = gallery_pictures(Path(run["dir"]) / "best.pt", Path(tmp) / spec,
                                             limit=per_mechanism)
-            except (OSError, ValueError) as err:
+            except (OSError, Attn2dError) as err:
                 parts.append(f'<p class="note">{html.escape(spec)}: no pictures '
                              f"({html.escape(str(err))})</p>")
                 continue

@@ -5,7 +5,8 @@
 - :mod:`attn2d.viz.maps`: a query pixel's weights, RCCA's composed map, gate pictures;
 - :mod:`attn2d.viz.plots`: one function per picture, each returning a Figure (PNG on
   request);
-- :mod:`attn2d.viz.report`: every picture for one image (``attn2d visualize``).
+- :mod:`attn2d.viz.report`: every picture for one image (``attn2d visualize``);
+- :func:`explore`: one interactive HTML page of every model's maps (``attn2d explore``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..modules.capture import (
     merge_records,
 )
 from .comparison import plot_accuracy, plot_curves, plot_tradeoff
+from .explorer import explore
 from .maps import (
     compose_criss_cross,
     criss_cross_dense,
@@ -49,6 +51,7 @@ __all__ = [
     "compose_criss_cross",
     "criss_cross_dense",
     "criss_cross_query",
+    "explore",
     "gate_picture",
     "key_grid",
     "mechanism_paths",
