@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DEMO_MECHANISMS := none,se,cbam,nonlocal,criss-cross
 FULL_MECHANISMS := none,se,eca,cbam,nonlocal,danet,criss-cross
 
-.PHONY: demo test lint gallery fashion-mnist chromium
+.PHONY: demo test lint gallery fashion-mnist chromium slurm
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,16 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  chromium chromium-driver; fi
 
+# A real one-node SLURM with accounting for the SLURM tests, when run as root with apt-get
+# (scripts/local-slurm.sh installs and starts it; idempotent). Elsewhere those tests skip.
+slurm:
+	@if [ "$(CAN_APT)" = 1 ]; then scripts/local-slurm.sh; \
+	  else echo "make: no local SLURM (needs root and apt-get); the SLURM tests skip"; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint chromium
+test: lint chromium slurm
 	ATTN2D_REQUIRE_BROWSER=$(CAN_APT) $(PY) -m pytest -q -n 2
 
 # The README's gallery: two short runs, then the pictures.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,22 @@ def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | 
                  "and %.0f %%)", spec, rows[spec]["forward_ms"], rows[spec]["train_step_ms"],
                  100 * latency[spec].spread, 100 * step[spec].spread)
     any_config = next(iter(configs.values()))
-    costs = {"device": str(device), "torch": torch.__version__,
+    costs = {"device": describe_device(device), "torch": torch.__version__,
              "threads": torch.get_num_threads(), "batch_size": any_config["batch_size"],
              "amp": any_config["amp"], "channels_last": any_config["channels_last"],
              "execution": "eager", "max_spread": MAX_SPREAD, "passes": PASSES,
              "load_before": _load(), "rows": rows}
     write_json(out / "costs.json", costs)
     return costs
+
+
+def describe_device(device: torch.device) -> str:
+    """The device and the machine, as the cost footnote names them: ``cuda:0 (NVIDIA H100
+    80GB HBM3) on node gpu017`` (SLURM's node name in a job), ``cpu on host vm``."""
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    node = os.environ.get("SLURMD_NODENAME")
+    where = f"node {node}" if node else f"host {socket.gethostname()}"
+    return f"{device}{name} on {where}"
 
 
 def _steady(steps: dict[str, Callable[[], None]], what: str, budget_s: float,

@@ -30,18 +30,23 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._base import log as logs
+from .._base.log import plural
 from ..training import RunResult, TrainConfig, train
+from .costs import measure_costs
 from .plan import ComparisonInterrupted, Failure, RunPlan, run_started
 
-__all__ = ["LocalExecutor", "default_threads", "train_logged"]
+__all__ = ["LocalExecutor", "default_threads", "record_failure", "train_logged"]
 
 log = logging.getLogger(__name__)
 
 
-def train_logged(config: TrainConfig, log_level: int = logging.INFO) -> str:
+def train_logged(config: TrainConfig, log_level: int = logging.INFO, **options: Any) -> str:
     """Train one run with everything it prints (C-level output included) appended to its
-    ``train.log``; return its status. What a worker process executes."""
+    ``train.log``; return its status. What a worker process (and a SLURM task) executes;
+    ``options`` go to :func:`~attn2d.training.train`."""
     log_path = Path(config.out) / "train.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -52,7 +57,7 @@ def train_logged(config: TrainConfig, log_level: int = logging.INFO) -> str:
         os.dup2(file.fileno(), 2)
         logs.configure(log_level, prefix="attn2d train")
         try:
-            return train(config).status
+            return train(config, **options).status
         except Exception:
             traceback.print_exc()
             raise
@@ -194,8 +199,19 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, *, in_process: bool = False, data: Any = None) -> None:
+    def __init__(self, jobs: int = 1, *, in_process: bool = False, data: Any = None,
+                 device: torch.device | str = "cpu") -> None:
         self.jobs, self.in_process, self.data = jobs, in_process, data
+        self.device = torch.device(device)
+
+    def describe(self) -> str:
+        return "in this process" if self.in_process else f"{self.jobs} at a time"
+
+    def settings(self) -> dict[str, Any]:
+        return {"executor": self.name, "jobs": self.jobs, "in_process": self.in_process}
+
+    def measure_costs(self, out: Path, specs: Sequence[str]) -> None:
+        measure_costs(out, specs, self.device)
 
     def run(self, plans: Sequence[RunPlan]) -> list[Failure]:
         """Run the unfinished plans, ``jobs`` at a time, in order; return the failures.
@@ -222,7 +238,7 @@ class LocalExecutor:
             try:
                 result = train(plan.config, data=self.data)
             except Exception as err:
-                failed.append(_failure(plan, err))
+                failed.append(record_failure(plan, err))
                 continue
             if not result.finished:  # SIGINT/SIGTERM: the run saved where it stopped
                 raise ComparisonInterrupted(result.signal or signal.SIGINT)
@@ -253,7 +269,7 @@ class LocalExecutor:
                         if isinstance(error, BrokenProcessPool):
                             broken.append(plan)
                         elif error is not None:
-                            failed.append(_failure(plan, error))
+                            failed.append(record_failure(plan, error))
                         elif future.result() != "finished":  # the worker was told to stop
                             raise ComparisonInterrupted(stop.signal or signal.SIGTERM)
                         else:
@@ -262,15 +278,16 @@ class LocalExecutor:
                             if done == 1 and queue:  # `jobs` runs took this long together
                                 left = (time.perf_counter() - started) * (
                                     len(queue) + len(pending)) / jobs
-                                log.info("%d runs to go, about %s more at this pace",
-                                         len(queue) + len(pending), _duration(left))
+                                log.info("%s to go, about %s more at this pace",
+                                         plural(len(queue) + len(pending), "run"),
+                                         _duration(left))
                     if broken and not stop.signal:  # the runs in flight died with the pool
                         broken += [plan for plan, _ in pending.values()]
                         pending.clear()
                         workers.rebuild()
                         for plan in reversed(broken):
                             if plan.tries >= 1:
-                                failed.append(_failure(plan, RuntimeError(
+                                failed.append(record_failure(plan, RuntimeError(
                                     "its worker process died twice (a crash or out of "
                                     "memory)")))
                                 continue
@@ -310,7 +327,8 @@ def _finished(plan: RunPlan, took: float) -> None:
     log.info("%s: test acc %.2f%% in %.0f s", plan.label, 100 * result.test_acc, took)
 
 
-def _failure(plan: RunPlan, error: BaseException) -> Failure:
+def record_failure(plan: RunPlan, error: BaseException) -> Failure:
+    """Log that ``plan`` failed and why, pointing at its log when there is one."""
     log_file = plan.dir / "train.log"
     where = f"; see {log_file}" if log_file.is_file() else ""
     log.warning("%s: FAILED (%s)%s", plan.label, error, where)

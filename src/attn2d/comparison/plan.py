@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._base.errors import Attn2dError
+from .._base.io import write_json
 from ..modules.registry import lookup
 from ..training import RunResult, TrainConfig
 from ..training.setup import CONFIG_FILE
@@ -114,6 +115,11 @@ class RunPlan:
     @property
     def label(self) -> str:
         return f"[{self.number}/{self.total}] {self.spec} seed {self.seed}"
+
+    def write_settings(self) -> None:
+        """The run's ``config.json`` now, before anything runs it (a task that a scheduler
+        starts over before its first checkpoint then starts over, not refuses)."""
+        write_json(self.dir / CONFIG_FILE, dataclasses.asdict(self.config.resolved()))
 
 
 class ComparisonInterrupted(KeyboardInterrupt):

@@ -20,6 +20,7 @@ from .._base.errors import Attn2dError
 from .._base.io import read_json, read_jsonl, read_npz
 from ..modules.registry import NO_ATTENTION
 from ..training import RUNTIME_FIELDS, RunResult
+from ..training.config import with_defaults
 
 __all__ = [
     "BASELINE",
@@ -41,7 +42,7 @@ _ACCURACY_TOLERANCE = 1e-9
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that must agree for two runs to stand in one table."""
     skip = RUNTIME_FIELDS | {"attention", "seed", "resume"}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in with_defaults(config).items()
             if k not in skip}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from .. import stats
 from .._base.errors import Attn2dError
 from .._base.io import read_json, write_json
+from .._base.log import plural
 from ..training import TrainConfig
 from .plan import Failure, plan_pairs
 from .records import BASELINE, outcomes_by_spec, read_run
@@ -74,10 +75,10 @@ def sequential_result(out: Path, state: dict[str, Any]) -> stats.SequentialResul
 
 
 def run_sequential(out: Path, specs: Sequence[str], base: TrainConfig, executor: Any,
-                   max_seeds: int, margin_pp: float) -> list[Failure]:
+                   max_seeds: int, margin_pp: float) -> tuple[list[Failure], list[str]]:
     """Look, run the seeds the open mechanisms need, look again, until all are decided or
-    the last look is taken; return the runs that failed (a failure stops the loop: a look
-    cannot be taken without its runs)."""
+    the last look is taken; return the runs that failed and those still under way
+    elsewhere (a detached executor). Either stops the loop: a look needs all its runs."""
     mechanisms = [s for s in specs if s != BASELINE]
     state = plan_or_resume(out, mechanisms, max_seeds, margin_pp)
     while True:
@@ -86,15 +87,20 @@ def run_sequential(out: Path, specs: Sequence[str], base: TrainConfig, executor:
         write_json(out / STATE_FILE, state)
         _log_look(result, margin_pp)
         if result.finished:
-            return []
+            return [], []
         pairs = sorted({(BASELINE, s) for s in result.baseline_seeds}
                        | {(m, s) for m, seeds in result.mechanism_seeds.items() for s in seeds},
                        key=lambda pair: (pair[1], specs.index(pair[0])))
-        failed = executor.run(plan_pairs(pairs, base, out))
+        plans = plan_pairs(pairs, base, out)
+        failed = executor.run(plans)
+        given_up = {(f.mechanism, f.seed) for f in failed}
+        pending = [p.label for p in plans if not p.finished
+                   and (p.spec, p.seed) not in given_up]
         if failed:
-            log.warning("%d run(s) failed; the open mechanisms cannot be decided without them: "
-                        "the table shows where they stand", len(failed))
-            return failed
+            log.warning("%s; the open mechanisms cannot be decided without them: the table "
+                        "shows where they stand", plural(len(failed), "run") + " failed")
+        if failed or pending:
+            return failed, pending
 
 
 def _log_look(result: stats.SequentialResult, margin_pp: float) -> None:

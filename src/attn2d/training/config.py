@@ -21,6 +21,7 @@ __all__ = [
     "TrainConfig",
     "changed_settings",
     "normalize_attention",
+    "with_defaults",
 ]
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "auto")
@@ -142,10 +143,18 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the fields an older attn2d did not have set to their defaults
+    (which is what such a run did)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**defaults, **saved}
+
+
 def changed_settings(saved: dict[str, Any], config: TrainConfig) -> str:
     """``"attention: 'se' -> 'cbam', lr: 0.05 -> 0.1"``: the settings of ``config`` that a run
     saved with ``saved`` cannot take on (runtime fields may change, ``epochs`` may grow);
     empty when none."""
+    saved = with_defaults(saved)
     current = dataclasses.asdict(config)
     changed = sorted(k for k in current if k not in RUNTIME_FIELDS | {"epochs"}
                      and _jsonable(saved.get(k)) != _jsonable(current[k]))

@@ -30,7 +30,9 @@ batch, and only rank 0 prints and writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import statistics
 import time
@@ -45,6 +47,7 @@ from tqdm import tqdm
 
 from .._base.errors import Attn2dError
 from .._base.io import copy_file, save_npz, write_jsonl
+from .._base.lock import FolderLock
 from .._base.log import plural
 from ..data import Data
 from ..data.memory import format_bytes, is_out_of_memory
@@ -54,7 +57,7 @@ from .config import TrainConfig, changed_settings
 from .evaluate import evaluate, recompute_batch_norm
 from .process import StopRequest
 from .result import FINISHED, INTERRUPTED, RunResult
-from .setup import start
+from .setup import check_out, start
 from .state import EpochTotals, Run
 from .step import NonFiniteLoss, train_step
 
@@ -64,7 +67,7 @@ log = logging.getLogger(__name__)
 
 
 def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None, *,
-          data: Data | None = None) -> RunResult:
+          data: Data | None = None, stop: StopRequest | None = None) -> RunResult:
     """Train one model; return its result (``result.json``; ``status`` says if interrupted).
 
     Args:
@@ -72,27 +75,40 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
         on_step: called as ``on_step(epoch, step)`` after every optimisation step
             (0-based epoch, 1-based step within it), e.g. to watch progress.
         data: ready-made data instead of ``config``'s dataset (see :func:`start`).
+        stop: the signals that stop the run, saved, after its current step (default
+            SIGINT and SIGTERM; a SLURM task adds its time-limit signal).
+
+    Only one process writes a run folder at a time (:class:`attn2d._base.lock.FolderLock`).
     """
     finished = _finished_result(config)
     if finished is not None:
         return finished
+    check_out(Path(config.out))
     threads = torch.get_num_threads()  # `threads` is the run's setting, not the caller's
     try:
-        run = start(config, data)
-        with StopRequest().installed() as stop:
-            for epoch in range(run.epoch, run.config.epochs):
-                if not train_one_epoch(run, epoch, stop, on_step):
-                    return interrupted(run, stop.signal)
-                end_epoch(run, epoch)
-                if stop.agreed(run.process):
-                    return interrupted(run, stop.signal)
-        return finish(run)
+        with _writer_lock(config.out):
+            run = start(config, data)
+            with (stop or StopRequest()).installed() as stop:
+                for epoch in range(run.epoch, run.config.epochs):
+                    if not train_one_epoch(run, epoch, stop, on_step):
+                        return interrupted(run, stop.signal)
+                    end_epoch(run, epoch)
+                    if stop.agreed(run.process):
+                        return interrupted(run, stop.signal)
+            return finish(run)
     except Exception as err:
         if isinstance(err, Attn2dError) or not is_out_of_memory(err):
             raise
         raise _out_of_memory(config, err) from None
     finally:
         torch.set_num_threads(threads)
+
+
+def _writer_lock(out: str) -> contextlib.AbstractContextManager[Any]:
+    """One writer per run folder; under torchrun rank 0 writes."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return FolderLock(out, "attn2d train")
 
 
 def _out_of_memory(config: TrainConfig, err: BaseException) -> Attn2dError:

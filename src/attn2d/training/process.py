@@ -75,17 +75,19 @@ def start_process(device: str) -> Process:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag that the loop reads after each step (never mid-step)."""
+    """SIGINT/SIGTERM (or the given ``signals``) set a flag that the loop reads after each
+    step (never mid-step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.signal = 0
+        self.signals = signals
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._handle) for s in self.signals}
         try:
             yield self
         finally:

@@ -30,14 +30,14 @@ from .process import start_process
 from .state import EpochTotals, Run
 from .step import NonFiniteLoss, train_step
 
-__all__ = ["CONFIG_FILE", "start"]
+__all__ = ["CONFIG_FILE", "check_out", "start"]
 
 CONFIG_FILE = "config.json"  # the run's settings, written before its first step
 
 log = logging.getLogger(__name__)
 
 
-def _check_out(path: Path) -> None:
+def check_out(path: Path) -> None:
     """``--out`` must be (or become) a writable folder; checked before any work."""
     if path.exists() and not path.is_dir():
         raise Attn2dError(f"expected --out to be a folder, got the file {path}")
@@ -147,7 +147,7 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
     if config.threads:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.out)
-    _check_out(run_dir)
+    check_out(run_dir)
     checkpoint = _check_resume(config, run_dir)
     process = start_process(config.device)
     if process.main:  # before anything slow: a run killed from here on can start over
