@@ -57,6 +57,7 @@ from ._amp import AMP_DTYPES, autocast
 from ._io import copy_file, save_npz, write_json, write_jsonl
 from .checkpoint import read_checkpoint, read_state_dict, restore_rng, rng_state, save_checkpoint
 from .data import Data, DataSpec, EvalBatches, canonical_dataset, load_data
+from .lock import FolderLock
 from .models import attention_modules, create_model, load_backbone_state
 from .timing import sync
 
@@ -370,17 +371,19 @@ def _start_process(device: str) -> Process:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag that the loop reads after each step (never mid-step)."""
+    """SIGINT/SIGTERM (or the given ``signals``) set a flag that the loop reads after each
+    step (never mid-step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.signal = 0
+        self.signals = signals
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._handle) for s in self.signals}
         try:
             yield self
         finally:
@@ -505,23 +508,45 @@ def _check_resume(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
                              "checkpoint; pass --resume to continue it or choose another --out")
         return None
     if not last.exists():
-        raise ValueError(f"attn2d train: expected a run to resume in --out {run_dir}, got no "
-                         "last.pt there; leave out --resume to start a new run")
+        _check_started(config, run_dir)
+        return None
     checkpoint = read_checkpoint(last)
     if checkpoint.get("version") != 2:
         raise ValueError(f"attn2d train: expected a checkpoint of this attn2d version to "
                          f"resume, got version {checkpoint.get('version')} at {last}")
-    saved, current = checkpoint["config"], dataclasses.asdict(config)
+    _check_same_settings(checkpoint["config"], config, f"the checkpoint {last}", "resume it")
+    return checkpoint
+
+
+def _check_started(config: TrainConfig, run_dir: Path) -> None:
+    """Resume-or-start: a run killed before its first checkpoint left its settings
+    (``config.json``, written before the first step) and starts over under ``--resume``;
+    a folder without them holds no run to resume."""
+    settings = run_dir / "config.json"
+    if not settings.is_file():
+        raise ValueError(f"attn2d train: expected a run to resume in --out {run_dir}, got no "
+                         "last.pt there; leave out --resume to start a new run")
+    try:
+        saved = json.loads(settings.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"attn2d train: expected the run's settings as JSON in {settings}, "
+                         f"got unreadable content ({err})") from None
+    _check_same_settings(saved, config, f"the run started in {run_dir}", "start it over")
+    tqdm.write(f"attn2d train: {run_dir} holds the run's settings but no checkpoint yet; "
+               "starting the run from its beginning")
+
+
+def _check_same_settings(saved: dict[str, Any], config: TrainConfig, what: str,
+                         action: str) -> None:
+    current = dataclasses.asdict(config)
     changed = sorted(k for k in current if k not in RUNTIME_FIELDS | {"epochs"}
                      and _jsonable(saved.get(k)) != _jsonable(current[k]))
     if config.epochs < saved["epochs"]:
         changed.append("epochs")
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"attn2d train: expected the settings of the checkpoint {last} to "
-                         f"resume it (only --epochs may grow), got changes ({diff}); use "
-                         "another --out")
-    return checkpoint
+        raise ValueError(f"attn2d train: expected the settings of {what} to {action} (only "
+                         f"--epochs may grow), got changes ({diff}); use another --out")
 
 
 def _jsonable(value: Any) -> Any:
@@ -580,6 +605,9 @@ def start(config: TrainConfig, data: Data | None = None) -> Run:
     if config.batch_size % process.world:
         raise ValueError(f"attn2d train: expected --batch-size divisible by the "
                          f"{process.world} processes, got {config.batch_size}")
+    if process.main and checkpoint is None:  # the run's settings, before any work
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", dataclasses.asdict(config))
     if data is None:
         data = load_data(DataSpec.from_mapping(dataclasses.asdict(config)), process.device,
                          config.seed)
@@ -709,7 +737,7 @@ def _train_step(run: Run, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None, *,
-          data: Data | None = None) -> dict[str, Any]:
+          data: Data | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
     """Train one model; return ``result.json``'s content (``status`` says if interrupted).
 
     Args:
@@ -717,19 +745,30 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
         on_step: called as ``on_step(epoch, step)`` after every optimisation step
             (0-based epoch, 1-based step within it), e.g. to watch progress.
         data: ready-made data instead of ``config``'s dataset (see :func:`start`).
+        stop: the signals that stop the run, saved, after its current step (default
+            SIGINT and SIGTERM; a SLURM task adds its time-limit signal).
     """
     finished = _finished_result(config)
     if finished is not None:
         return finished
-    run = start(config, data)
-    with StopRequest().installed() as stop:
-        for epoch in range(run.epoch, run.config.epochs):
-            if not train_one_epoch(run, epoch, stop, on_step):
-                return interrupted(run, stop.signal)
-            end_epoch(run, epoch)
-            if stop.agreed(run.process):
-                return interrupted(run, stop.signal)
-    return finish(run)
+    _check_out(Path(config.out))
+    with _writer_lock(config.out):
+        run = start(config, data)
+        with (stop or StopRequest()).installed() as stop:
+            for epoch in range(run.epoch, run.config.epochs):
+                if not train_one_epoch(run, epoch, stop, on_step):
+                    return interrupted(run, stop.signal)
+                end_epoch(run, epoch)
+                if stop.agreed(run.process):
+                    return interrupted(run, stop.signal)
+        return finish(run)
+
+
+def _writer_lock(out: str) -> contextlib.AbstractContextManager[Any]:
+    """One writer per run folder (:mod:`attn2d.lock`); under torchrun rank 0 writes."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return FolderLock(out, "attn2d train")
 
 
 def _finished_result(config: TrainConfig) -> dict[str, Any] | None:
