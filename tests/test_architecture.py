@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "attn2d"
 # component -> layer; a module belongs to the first component its dotted name starts with.
 LAYERS = {
     "attn2d._io": 0, "attn2d._shape": 0, "attn2d._amp": 0, "attn2d.tables": 0,
+    "attn2d.lock": 0,
     "attn2d.modules": 1,
     "attn2d.capture": 2,
     "attn2d.registry": 3, "attn2d.multilevel": 3,
@@ -25,7 +26,7 @@ LAYERS = {
     "attn2d.train": 6, "attn2d.tensorboard": 6,
     "attn2d.bench": 7, "attn2d.debug": 7,
     "attn2d.viz": 8,
-    "attn2d.compare": 9, "attn2d.report": 9,
+    "attn2d.compare": 9, "attn2d.report": 9, "attn2d.slurm": 9,
     "attn2d.cli": 10, "attn2d.__main__": 10, "attn2d": 10,  # the package facade: top
 }
 

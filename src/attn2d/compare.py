@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import re
+import socket
 import sys
 import time
 import traceback
@@ -36,19 +37,22 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ._amp import autocast
 from ._io import write_json
+from .lock import FolderLock
 from .registry import lookup
 from .report import BASELINE, build_report, describe_differences, write_report
 from .timing import peak_memory, time_interleaved
 from .train import TrainConfig, build_model, resolve_device, train
 
 __all__ = [
+    "Executor",
+    "LocalExecutor",
     "RunPlan",
     "compare",
     "default_threads",
@@ -160,9 +164,10 @@ def _write_config(plan: RunPlan) -> None:
     write_json(plan.dir / "config.json", dataclasses.asdict(plan.config))
 
 
-def train_logged(config: TrainConfig) -> str:
+def train_logged(config: TrainConfig, **options: Any) -> str:
     """Train one run with everything it prints (C-level output included) appended to its
-    ``train.log``; return its status. What a worker process of :func:`run_all` executes."""
+    ``train.log``; return its status. What a worker process of :func:`run_all` (and a SLURM
+    task) executes; ``options`` go to :func:`~attn2d.train.train`."""
     log_path = Path(config.out) / "train.log"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -171,7 +176,7 @@ def train_logged(config: TrainConfig) -> str:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            return train(config)["status"]
+            return train(config, **options)["status"]
         except Exception:
             traceback.print_exc()
             raise
@@ -307,6 +312,53 @@ def run_all(plans: Sequence[RunPlan], jobs: int = 1, data: Any = None,
     return failed
 
 
+class Executor(Protocol):
+    """Where a comparison's runs go (the ``local`` pool here, ``slurm`` in
+    :mod:`attn2d.slurm`). ``run`` may be called again on the same folder with more plans
+    (new seeds): it trains only what is unfinished and not already under way."""
+
+    def describe(self) -> str:
+        """How the runs go, for the opening line (``"2 at a time"``)."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """What ``comparison.json`` records about the executor (not a run setting)."""
+        ...
+
+    def run(self, plans: Sequence[RunPlan]) -> list[dict[str, str]]:
+        """Train the unfinished plans; return the failures (mechanism, seed, error). Plans
+        left unfinished and not failed are still running elsewhere (a detached SLURM
+        array)."""
+        ...
+
+    def measure_costs(self, out: Path, specs: Sequence[str]) -> None:
+        """The cost pass (:func:`measure_costs`) on the device the runs trained on."""
+        ...
+
+
+@dataclass
+class LocalExecutor:
+    """Runs on this machine: ``jobs`` worker processes (:func:`run_all`), or in this
+    process one after another (then ``data`` may hold ready-made batches)."""
+
+    jobs: int = 1
+    in_process: bool = False
+    data: Any = None
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    def describe(self) -> str:
+        return "in this process" if self.in_process else f"{self.jobs} at a time"
+
+    def settings(self) -> dict[str, Any]:
+        return {"executor": "local", "jobs": self.jobs, "in_process": self.in_process}
+
+    def run(self, plans: Sequence[RunPlan]) -> list[dict[str, str]]:
+        return run_all(plans, self.jobs, data=self.data, in_process=self.in_process)
+
+    def measure_costs(self, out: Path, specs: Sequence[str]) -> None:
+        measure_costs(out, specs, self.device)
+
+
 def _announce(plan: RunPlan) -> None:
     print(f"{plan.label}: {'resuming' if plan.config.resume else 'training'}...", flush=True)
 
@@ -344,6 +396,7 @@ def compare(
     command: str | None = None,
     costs: bool = True,
     html: bool = True,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Train every mechanism with every seed (skipping finished runs) and write the report.
 
@@ -367,6 +420,12 @@ def compare(
         costs: measure the cost columns after the runs (:func:`measure_costs`), unless
             ``costs.json`` already holds every mechanism.
         html: also write the self-contained ``results.html``.
+        executor: where the runs go (e.g. :class:`attn2d.slurm.SlurmExecutor`); default
+            this machine, as ``jobs`` and ``in_process`` say. When runs are left under way
+            (a detached SLURM array), no report is written and the result holds
+            ``"pending"``: the labels of those runs.
+
+    Only one ``compare`` or ``train`` writes a folder at a time (:mod:`attn2d.lock`).
     """
     specs = _check_specs(mechanisms)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -377,11 +436,15 @@ def compare(
     names = [run_name(spec, s) for spec in specs for s in seed_list]
     if len(set(names)) != len(names):
         raise ValueError(f"attn2d compare: expected specs with distinct folder names, got {specs}")
+    if executor is not None and (jobs > 1 or in_process or datasets is not None):
+        raise ValueError("attn2d compare: expected --jobs, --in-process and dataset objects "
+                         "only with the local executor, got them with another executor")
     in_process = in_process or datasets is not None
     if in_process and jobs > 1:
         raise ValueError("attn2d compare: expected --jobs 1 with in-process runs (dataset "
                          f"objects or --in-process), got --jobs {jobs}")
-    device = resolve_device(base.device)
+    # With another executor the runs resolve the device where they run.
+    device = resolve_device(base.device) if executor is None else None
     data = None
     if datasets is not None:
         from .data import data_from_datasets
@@ -395,22 +458,32 @@ def compare(
                                   num_workers=base.num_workers)
         base = dataclasses.replace(base, dataset=data.info.name)
     base = base.resolved()
-    if base.threads is None and device.type == "cpu" and jobs > 1:
+    if base.threads is None and device is not None and device.type == "cpu" and jobs > 1:
         base = dataclasses.replace(base, threads=default_threads(jobs))
     base = dataclasses.replace(base, progress=base.progress and in_process).check()
     out = Path(out)
-    plans = plan_runs(specs, base, seed_list, out)
-    todo = sum(not p.finished for p in plans)
-    print(f"attn2d compare: {len(specs)} models x {len(seed_list)} seeds = {len(plans)} runs "
-          f"({len(plans) - todo} finished), {jobs} at a time, in {out}", flush=True)
-    write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
-                                          "command": command})
-    failed = run_all(plans, jobs, data=data, in_process=in_process)
-    if costs and not _measured(out, specs):
-        measure_costs(out, specs, device)
-    report = build_report([out])
-    report["failed"] = failed
-    write_report(report, out, html=html)
+    if executor is None:
+        executor = LocalExecutor(jobs, in_process, data, device)
+    with FolderLock(out, "attn2d compare"):
+        plans = plan_runs(specs, base, seed_list, out)
+        todo = sum(not p.finished for p in plans)
+        print(f"attn2d compare: {len(specs)} models x {len(seed_list)} seeds = {len(plans)} "
+              f"runs ({len(plans) - todo} finished), {executor.describe()}, in {out}",
+              flush=True)
+        write_json(out / "comparison.json", {"specs": specs, "seeds": seed_list,
+                                              "command": command,
+                                              "executor": executor.settings()})
+        failed = executor.run(plans)
+        if costs and not _measured(out, specs):
+            executor.measure_costs(out, specs)
+        given_up = {(f["mechanism"], f["seed"]) for f in failed}
+        pending = [p.label for p in plans
+                   if not p.finished and (p.spec, str(p.seed)) not in given_up]
+        if pending:
+            return {"failed": failed, "pending": pending}
+        report = build_report([out])
+        report["failed"] = failed
+        write_report(report, out, html=html)
     return report
 
 
@@ -464,12 +537,23 @@ def measure_costs(out: str | Path, specs: Sequence[str], device: torch.device | 
             "train_peak_mib": _train_peak(nets[spec], train_steps[spec], device) / 2**20,
         }
     any_config = next(iter(configs.values()))
-    costs = {"device": str(device), "torch": torch.__version__,
+    costs = {"device": _describe_device(device), "torch": torch.__version__,
              "threads": torch.get_num_threads(), "batch_size": any_config["batch_size"],
              "amp": any_config["amp"], "channels_last": any_config["channels_last"],
              "execution": "eager", "rows": rows}
     write_json(out / "costs.json", costs)
     return costs
+
+
+def _describe_device(device: torch.device) -> str:
+    """The device and the machine, as the cost footnote names them: ``cuda:0 (NVIDIA
+    H100 80GB HBM3) on node gpu017``, ``cpu on host vm`` (SLURM's node name in a job)."""
+    name = ""
+    if device.type == "cuda":
+        name = f" ({torch.cuda.get_device_name(device)})"
+    node = os.environ.get("SLURMD_NODENAME")
+    where = f"node {node}" if node else f"host {socket.gethostname()}"
+    return f"{device}{name} on {where}"
 
 
 def _train_peak(net: torch.nn.Module, step: Callable[[], None], device: torch.device) -> int:

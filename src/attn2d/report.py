@@ -287,6 +287,10 @@ def _notes(report: dict[str, Any]) -> list[str]:
     selection = ("the epoch with the best validation accuracy"
                  if report["selection"].startswith("best") else "the final epoch")
     notes = [f"Test accuracy of {selection}. Statistics: {report['method']}"]
+    if report.get("failed"):  # set by compare: runs that failed are missing from the table
+        runs = "; ".join(f"{f['mechanism']} seed {f['seed']} ({f['error']})"
+                         for f in report["failed"])
+        notes.append(f"Failed, so not in the table: {runs}.")
     if costs:
         where = f"{costs['device']}, torch {costs['torch']}, {costs['threads']} threads"
         notes.append(
