@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 MECHANISMS := none,se,eca,cbam,nonlocal,danet,criss-cross
 
-.PHONY: demo test lint gallery fashion-mnist
+.PHONY: demo test lint gallery fashion-mnist slurm
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ demo: $(STAMP) fashion-mnist
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint
+# A real one-node SLURM with accounting for the SLURM tests, when run as root with apt-get
+# (scripts/local-slurm.sh installs and starts it; idempotent). Elsewhere those tests skip.
+slurm:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then scripts/local-slurm.sh; \
+	  else echo "make: no local SLURM (needs root and apt-get); the SLURM tests skip"; fi
+
+test: lint slurm
 	$(PY) -m pytest -q -n 2
 
 # The README's gallery: two short runs, then the pictures.
