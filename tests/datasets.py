@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -16,6 +17,7 @@ from attn2d.data import dataset_info
 
 __all__ = [
     "CLASSES",
+    "tiny_fashion_mnist",
     "write_cifar10",
     "write_cifar100",
     "write_fashion_mnist",
@@ -109,6 +111,15 @@ def write_fashion_mnist(folder: Path, n_train: int = 120, n_test: int = 40, seed
                 (folder / f"{name}.gz").write_bytes(gzip.compress(_idx(array)))
             else:
                 (folder / name).write_bytes(_idx(array))
+
+
+@pytest.fixture(scope="module", name="data_dir")
+def tiny_fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The ``data_dir`` fixture of a test module that imports this: a Fashion-MNIST folder
+    of 64 training and 32 test images."""
+    root = tmp_path_factory.mktemp("data")
+    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
+    return str(root)
 
 
 CLASSES = ("cat", "dog", "owl")

@@ -17,7 +17,7 @@ import pytest
 from attn2d.cli import main
 from attn2d.lock import LOCK_NAME, FolderLock, release_ended_job
 
-from .datasets import write_fashion_mnist
+from .datasets import tiny_fashion_mnist  # noqa: F401 (the data_dir fixture)
 
 
 def write_lock(folder, **fields) -> None:
@@ -147,13 +147,6 @@ def test_processes_racing_for_a_folder_get_exactly_one_lock(tmp_path, stale):
 
 
 # ----------------------------------------------------------------------------- the commands
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
-    return str(root)
 
 
 def test_train_and_compare_refuse_a_folder_another_host_writes(data_dir, tmp_path, capsys):

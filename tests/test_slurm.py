@@ -25,7 +25,7 @@ from attn2d.cli import main
 from attn2d.compare import compare, run_name
 from attn2d.train import TrainConfig, train
 
-from .datasets import write_fashion_mnist
+from .datasets import tiny_fashion_mnist, write_fashion_mnist  # noqa: F401 (data_dir)
 from .slurm import (
     cancel_jobs_of,
     requires_slurm,
@@ -38,13 +38,6 @@ from .slurm import (
 # Timings and costs are measured, so they differ between any two comparisons.
 MEASURED = {"forward_ms", "train_step_ms", "epoch_s", "train_peak_mib", "run_time_per_epoch_s",
             "run_images_per_s"}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_fashion_mnist(root / "FashionMNIST" / "raw", n_train=64, n_test=32, compressed=False)
-    return str(root)
 
 
 def tiny(data_dir: str, **changes) -> TrainConfig:

@@ -162,17 +162,22 @@ class RunTask:
         config = dataclasses.replace(self.config, resume=True)
         # SLURM sends SIGCONT with every signal; submitit's handler would log each one.
         signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        # Installed until the task exits: a second signal (SLURM may deliver USR2 through
+        # both its step daemon and srun, and a requeue sends SIGTERM) must not reach
+        # submitit's handler, which would requeue the task a second time.
         with stop.installed():
             status = train_logged(config, on_step=count, stop=stop)
-        if status == "finished":
-            return status
-        if stop.signal == limit:
-            if not steps:
-                raise RuntimeError(f"{OWNER}: expected the time limit to leave time for a "
-                                   "step, got none made before the signal; raise --slurm-time")
-            submitit.JobEnvironment()._requeue(0)  # scontrol requeue (the local one exits)
+            if status == "finished":
+                return status
+            signum = stop.signal
+            if signum == limit:
+                if not steps:
+                    raise RuntimeError(f"{OWNER}: expected the time limit to leave time for "
+                                       "a step, got none made before the signal; raise "
+                                       "--slurm-time")
+                submitit.JobEnvironment()._requeue(0)  # scontrol requeue (the local one exits)
         # Ended without a result: SLURM has requeued the task, or it was cancelled.
-        raise SystemExit(128 + stop.signal)
+        raise SystemExit(128 + signum)
 
     def checkpoint(self) -> Any:
         """submitit's hook for a signal before training starts: the same task again."""
@@ -266,6 +271,14 @@ class SlurmExecutor:
         self.looks += 1
         self._look()
 
+    def _ended(self, job: Any) -> bool:
+        """Whether a job has ended: its result file is there (submitit's test) and, on
+        SLURM, ``sacct`` agrees (a task that wrote a result and was then requeued is not
+        over; its next start writes the result again)."""
+        if not job.done():
+            return False
+        return self.cluster != "slurm" or job.watcher.is_done(job.job_id, mode="cache")
+
     def _look(self) -> None:
         """One ``sacct`` call for every job this command watches."""
         if self.cluster == "slurm":
@@ -321,7 +334,7 @@ class SlurmExecutor:
         for plan in todo:
             job_id = recorded[plan.dir.name]
             job = self._job(out / "slurm", job_id) if job_id else None
-            if job is not None and not job.done():
+            if job is not None and not self._ended(job):
                 _check_same_run(plan, job_id)
                 live[plan.dir.name] = job
                 print(f"{plan.label}: attached to SLURM job {job_id} ({job.state})", flush=True)
@@ -349,7 +362,7 @@ class SlurmExecutor:
             self._wait()
             again = []
             for name, job in list(live.items()):
-                if not job.done():
+                if not self._ended(job):
                     continue
                 del live[name]
                 plan = by_name[name]
@@ -395,9 +408,10 @@ class SlurmExecutor:
         self._look()
         job_id = book.last("costs")
         job = self._job(out / "slurm", job_id) if job_id else None
-        if job is None or job.done():
+        if job is None or self._ended(job):
             # Detached: the pass waits for the runs in flight (they hold the configs).
-            after = sorted({j.job_id.split("_")[0] for j in self.jobs.values() if not j.done()})
+            after = sorted({j.job_id.split("_")[0] for j in self.jobs.values()
+                            if not self._ended(j)})
             extra = {"slurm_dependency": "afterany:" + ":".join(after)} if after else {}
             task = _CostTask(out, tuple(specs), self.device, self.threads)
             (job,) = self._submit(out, [("costs", task)], **extra)
@@ -406,9 +420,9 @@ class SlurmExecutor:
             print(f"attn2d compare: attached to the cost pass, SLURM job {job_id}", flush=True)
         if self.detach:
             return
-        while not job.done():
+        while not self._ended(job):
             self._wait()
-        reason, _ = _ended(job)
+        reason, _ = _why_ended(job)
         if reason:
             print(f"attn2d compare: the cost pass failed ({reason}); the table has no cost "
                   f"columns; see {job.paths.stderr}", flush=True)
@@ -426,7 +440,7 @@ def _check_same_run(plan: RunPlan, job_id: str) -> None:
                          "or scancel it, or use another --out")
 
 
-def _ended(job: Any, grace_s: float = 30.0) -> tuple[str | None, bool]:
+def _why_ended(job: Any, grace_s: float = 30.0) -> tuple[str | None, bool]:
     """(why a job that ended failed, None if it succeeded; whether to try it again), from
     submitit's result file or else SLURM's final state. A task exits 0 only with its
     result written; on a shared filesystem the file may show up here a little later."""
@@ -449,7 +463,7 @@ def _ended(job: Any, grace_s: float = 30.0) -> tuple[str | None, bool]:
 
 def _outcome(plan: RunPlan, job: Any, grace_s: float = 30.0) -> tuple[str | None, bool]:
     """(why the run did not finish, whether to try again); (None, False) if it finished."""
-    reason, retry = _ended(job, grace_s)
+    reason, retry = _why_ended(job, grace_s)
     if reason is None:  # result.json was written before the task returned
         deadline = time.monotonic() + grace_s
         while not plan.finished and time.monotonic() < deadline:
