@@ -511,10 +511,9 @@ class CrissCrossAttention(_FromIdentity):
         """One pass of criss-cross attention, before the residual (times ``scale`` if given);
         x is not checked. With ``rebuild`` the backward pass recomputes the projections
         from x instead of keeping them (see :mod:`._recompute`)."""
-        # The widest first: in a fresh process it then tends to reuse a block of its size
-        # rather than fresh pages (see _cross's forward).
-        v = self.value(x)
-        q, k = self.query(x), self.key(x)
+        # v last: autograd then runs its convolution's backward first, which frees v's
+        # gradient (input-sized) before the narrower q and k add theirs to x's.
+        q, k, v = self.query(x), self.key(x), self.value(x)
         if not rebuild or self.attention.weights.capture:
             return self.attention(q, k, v, scale)
         with rebuilt_in_backward(x, ((q, self.query), (k, self.key), (v, self.value))):
