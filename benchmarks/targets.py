@@ -4,6 +4,8 @@
     python benchmarks/targets.py scaling       # fwd+bwd peak: non-local, PAM, criss-cross, RCCA
     python benchmarks/targets.py timm          # fwd+bwd vs timm, repeated: median and spread
     python benchmarks/targets.py cbam-memory   # CBAM peak vs naive, time vs timm
+    python benchmarks/targets.py memory-rss    # peak RSS in fresh processes: CBAM vs naive,
+                                               # RCCA vs non-local (benchmarks/memory_rss.py)
 
 Common options: ``--device cpu|cuda``, ``--threads N``, ``--clock wall|cpu``, ``--budget S``
 (timing per repeat), ``--repeats N``, ``--quick`` (tiny sizes: checks the pipeline),
@@ -33,7 +35,7 @@ from attn2d.modules import CrissCrossAttention
 from attn2d.tools import bench
 from attn2d.tools.timing import CLOCKS, peak_memory, time_interleaved
 
-SECTIONS = ("cross-time", "scaling", "timm", "cbam-memory")
+SECTIONS = ("cross-time", "scaling", "timm", "cbam-memory", "memory-rss")
 TIMM_MECHANISMS = ("eca", "gc", "se", "cbam", "coord", "nonlocal")
 TIMM_SIZES = ("32x256x32x32", "16x64x64x64", "8x512x16x16", "8x64x32x32", "8x256x16x16",
               "2x64x64x64")
@@ -162,6 +164,20 @@ def cbam_memory(args: argparse.Namespace) -> Table:
     return bench.cases_table(cases)
 
 
+def memory_rss(args: argparse.Namespace) -> Table:
+    """Issue 17's two figures: the fwd+bwd peak RSS of CBAM against a naive CBAM and of
+    RCCA against non-local, each in fresh processes (``--repeats`` per side), under both
+    allocator regimes of benchmarks/memory_rss.py. CPU only: it is the process's RSS."""
+    import memory_rss as rss  # benchmarks/ is on the path when this runs as a script
+
+    if args.device != "cpu":
+        raise SystemExit(f"targets: expected --device cpu for memory-rss, got {args.device}")
+    settings = argparse.Namespace(repeats=args.repeats, threads=args.threads or 1, warmup=1,
+                                  regimes=list(rss.REGIMES))
+    pairs = [rss.parse_pair(p) for p in (rss.QUICK_PAIRS if args.quick else rss.TARGET_PAIRS)]
+    return rss.table(rss.measure_pairs(pairs, settings), settings)
+
+
 def _sizes(args: argparse.Namespace, default: Sequence[str]) -> list[tuple[int, ...]]:
     return [parse_shape(s, (4,), owner="targets", name="--sizes") for s in args.sizes or default]
 
@@ -186,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:  # tiny sizes whatever was asked: a check of the pipeline
         args.repeats, args.budget, args.sides, args.sizes = 1, min(args.budget, 0.05), None, None
     table = {"cross-time": cross_time, "scaling": scaling, "timm": timm,
-             "cbam-memory": cbam_memory}[args.section](args)
+             "cbam-memory": cbam_memory, "memory-rss": memory_rss}[args.section](args)
     table.meta = {"section": args.section, "environment": bench.environment(),
                   "command": " ".join(sys.argv)}
     print(table.render("text"))

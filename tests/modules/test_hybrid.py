@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import attn2d
 from attn2d import Attn2dError
-from attn2d.modules import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM
+from attn2d.modules import BAM, CBAM, CoordAttention, DynamicCBAM, LiteCBAM, ParallelCBAM, _ops
 from tests.helpers import MapCatcher, activate, n_params
 from tests.modules.references_gates import (
     batch_norm_by_hand,
@@ -40,6 +40,23 @@ def test_cbam_matches_sequential_reference(pools, training):
     refined = x * channel_gate_weights_by_hand(module.channel_gate, x, pools)[:, :, None, None]
     expected = refined * spatial_map_by_hand(module.spatial_gate, refined, k=5)
     torch.testing.assert_close(module(x), expected)
+
+
+@pytest.mark.parametrize("tile", [1 << 18, 5], ids=["whole", "tiled"])
+def test_cbam_gradients_match_the_sequential_reference(tile, monkeypatch):
+    # The gate products and pools have backward passes of their own (attn2d.modules._ops):
+    # every gradient must be autograd's through the reference, tiles or not.
+    monkeypatch.setattr(_ops, "_MIN_TILE_ELEMENTS", tile)
+    module = activate(CBAM(16, reduction=4, spatial_kernel=5)).double().train()
+    x = torch.randn(3, 16, 6, 7, dtype=DOUBLE, requires_grad=True)
+    grad = torch.randn(3, 16, 6, 7, dtype=DOUBLE)
+    params = list(module.parameters())
+    got = torch.autograd.grad(module(x), (x, *params), grad)
+    refined = x * channel_gate_weights_by_hand(module.channel_gate, x, POOLS)[:, :, None, None]
+    expected = refined * spatial_map_by_hand(module.spatial_gate, refined, k=5)
+    want = torch.autograd.grad(expected, (x, *params), grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_cbam_without_spatial_gate_is_the_channel_gate():

@@ -27,7 +27,8 @@ materialises the (B, H, W, W + H) weights: it serves map capture and export (ONN
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -120,37 +121,103 @@ def _chunks(v: Tensor, columns: bool) -> Iterator[tuple[slice, slice]]:
                 yield slice(i, i + 1), slice(s, s + per_chunk)
 
 
-def _take(t: Tensor, columns: bool, part: tuple[slice, slice]) -> Tensor:
-    """The lines of ``part`` as one batch (n, L, ...): a contiguous copy, or for NCHW the
-    transpose of a contiguous (n, C, L) copy (which bmm reads as it is)."""
+class _Scratch:
+    """Chunk buffers reused from chunk to chunk, one per role, each sized once for the
+    largest chunk of either pass. A fresh tensor per chunk and role made the C allocator
+    spread successive chunks over new pages, between which PyTorch's small allocations
+    settle: RCCA's resident set grew by about twice what it allocated in a step
+    (benchmarks/memory_rss.py). ``pixels`` and ``energies`` are the largest chunk's pixel
+    and energy counts."""
+
+    def __init__(self, v: Tensor) -> None:
+        b, _, h, w = v.shape
+        self.like, self.pixels, self.energies, self.buffers = v, 0, 0, {}
+        for columns in _passes(h):
+            length, n_lines = (h, w) if columns else (w, h)
+            first = next(_chunks(v, columns), None)  # the largest; none for an empty batch
+            if first is None:
+                continue
+            n = len(range(b)[first[0]]) * len(range(n_lines)[first[1]])
+            self.pixels = max(self.pixels, n * length)
+            self.energies = max(self.energies, n * length * length)
+
+    def __call__(self, role: str, shape: Sequence[int], dtype: torch.dtype,
+                 capacity: int) -> Tensor:
+        """A (shape, dtype) view of the ``role`` buffer (``capacity`` elements or more)."""
+        n = math.prod(shape)
+        buf = self.buffers.get(role)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = self.buffers[role] = self.like.new_empty(max(n, capacity), dtype=dtype)
+        return buf[:n].view(shape)
+
+    def square(self, role: str, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+        """A buffer for (n, L, L) energies."""
+        return self(role, shape, dtype, self.energies)
+
+
+def _take(t: Tensor, columns: bool, part: tuple[slice, slice],
+          scratch: _Scratch | None = None, role: str = "") -> Tensor:
+    """The lines of ``part`` as one batch (n, L, ...): a contiguous copy (into the scratch
+    buffer ``role``), or for NCHW the transpose of a contiguous (n, C, L) copy (which bmm
+    reads as it is)."""
     if t.dim() == 3:
         return _lines(t, columns)[part].flatten(0, 1).contiguous()
     first = _channels_first(t)
-    lines = _lines(t, columns, first)[part].flatten(0, 1).contiguous()
-    return lines.transpose(1, 2) if first else lines
+    lines = _lines(t, columns, first)[part]
+    if scratch is None:
+        copy = lines.flatten(0, 1).contiguous()
+    else:
+        copy = scratch(role, lines.shape, t.dtype, scratch.pixels * t.shape[1])
+        copy = copy.copy_(lines).flatten(0, 1)
+    return copy.transpose(1, 2) if first else copy
+
+
+def _product(a: Tensor, b: Tensor, channels: int, scratch: _Scratch) -> Tensor:
+    """``torch.bmm(a, b)`` for lines of ``channels`` channels, in a scratch buffer."""
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    return torch.bmm(a, b, out=scratch("product", shape, a.dtype, scratch.pixels * channels))
 
 
 def _store(target: Tensor, columns: bool, part: tuple[slice, slice], a: Tensor, b: Tensor,
-           add: bool = False, scale: Tensor | None = None) -> None:
+           scratch: _Scratch, add: bool = False, scale: Tensor | None = None) -> None:
     """Write (or add) the product a·b (times ``scale``), (n, L, C) for the lines of
     ``part``, into ``target`` (B, C, H, W); computed as bᵀ·aᵀ where the target is NCHW,
     so the write is not strided."""
     first = _channels_first(target)
     region = _lines(target, columns, first)[part]
-    value = (torch.bmm(b.transpose(1, 2), a.transpose(1, 2)) if first else torch.bmm(a, b))
+    channels = target.shape[1]
+    if first:
+        value = _product(b.transpose(1, 2), a.transpose(1, 2), channels, scratch)
+    else:
+        value = _product(a, b, channels, scratch)
     value = value.view(region.shape)
     if scale is not None:
         value = value.mul_(scale)
     region.add_(value) if add else region.copy_(value)
 
 
-def _energies(q: Tensor, k: Tensor, skip_self: bool) -> Tensor:
-    """(n, L, L) energies of each line's pixels against the same line, in fp32 or wider;
-    with ``skip_self`` a pixel's energy with itself is -inf (the centre, in the column)."""
-    e = softmax_dtype(torch.bmm(q, k.transpose(1, 2)))
+def _energies(q: Tensor, k: Tensor, skip_self: bool, scratch: _Scratch,
+              role: str = "energies") -> Tensor:
+    """(n, L, L) energies of each line's pixels against the same line, in fp32 or wider
+    (in the scratch buffer ``role``); with ``skip_self`` a pixel's energy with itself is
+    -inf (the centre, in the column)."""
+    shape = (q.shape[0], q.shape[1], k.shape[1])
+    stat = softmax_dtype(q).dtype
+    e = scratch.square(role, shape, stat)
+    if q.dtype == stat:
+        torch.bmm(q, k.transpose(1, 2), out=e)
+    else:  # the product in the inputs' dtype, then widened
+        e.copy_(torch.bmm(q, k.transpose(1, 2), out=scratch.square("narrow", shape, q.dtype)))
     if skip_self:
         e.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     return e
+
+
+def _narrow(t: Tensor, dtype: torch.dtype, scratch: _Scratch, role: str) -> Tensor:
+    """``t.to(dtype)``, into the scratch buffer ``role`` when that is a conversion."""
+    if t.dtype == dtype:
+        return t
+    return scratch.square(role, t.shape, dtype).copy_(t)
 
 
 def _passes(h: int) -> tuple[bool, ...]:
@@ -171,30 +238,36 @@ def _criss_cross_op(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Ten
     """
     b, _, h, w = v.shape
     stat = softmax_dtype(v).dtype
+    # The widest buffers first, here and in the backward: a block of their size that was
+    # just freed is then refilled by one of its size, not split by narrower ones first
+    # (which puts the next wide one on fresh pages; see benchmarks/memory_rss.py).
+    out = torch.empty_like(v, dtype=torch.promote_types(v.dtype, scale.dtype))
     top = v.new_empty(b, h, w, dtype=stat)
     total = torch.empty_like(top)
-    out = torch.empty_like(v, dtype=torch.promote_types(v.dtype, scale.dtype))
     # Unnormalised sums in fp32 at least; where the dtypes agree, the output buffer itself.
     acc = out if out.dtype == stat else torch.empty_like(v, dtype=stat)
     first = _channels_first(acc)
+    scratch = _Scratch(v)
     for columns in _passes(h):
         for part in _chunks(v, columns):
-            e = _energies(_take(q, columns, part), _take(k, columns, part), skip_self=columns)
+            q_, k_ = (_take(t, columns, part, scratch, r) for t, r in ((q, "q"), (k, "k")))
+            e = _energies(q_, k_, columns, scratch)
             top_, total_ = _lines(top, columns)[part], _lines(total, columns)[part]
             m = e.amax(-1)
-            p = e.sub_(m[..., None]).exp_().to(v.dtype)
+            p = _narrow(e.sub_(m[..., None]).exp_(), v.dtype, scratch, "p")
             s, m = p.sum(-1, dtype=stat).view(top_.shape), m.view(top_.shape)
+            v_ = _take(v, columns, part, scratch, "v")
             if not columns:
                 top_.copy_(m)
                 total_.copy_(s)
-                _store(acc, columns, part, p, _take(v, columns, part))
+                _store(acc, columns, part, p, v_, scratch)
                 continue
             merged = torch.maximum(top_, m)
             old, new = (top_ - merged).exp_(), (m - merged).exp_()
             acc_ = _lines(acc, columns, first)[part]
             pixel = (..., None, slice(None)) if first else (..., None)  # per pixel, all C
             acc_.mul_(old[pixel])
-            a = torch.bmm(p, _take(v, columns, part))
+            a = _product(p, v_, v.shape[1], scratch)
             a = (a.transpose(1, 2) if first else a).view(acc_.shape)
             acc_.addcmul_(a, new[pixel])
             total_.mul_(old).add_(s * new)
@@ -230,29 +303,33 @@ def _criss_cross_backward_op(
     writes the row gradients; a second column sweep adds the column gradients.
     """
     h = v.shape[2]
+    dv = torch.empty_like(v)  # the widest first (see the forward)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
     grad = grad.to(v.dtype)
     dot = torch.zeros_like(lse)  # t per pixel
     factor = scale.to(dot.dtype)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     # (columns, adds its share of t, writes gradients)
     sweeps = ((True, True, False), (False, True, True), (True, False, True))
+    scratch = _Scratch(v)
     for columns, share, gradients in sweeps if h > 1 else sweeps[1:2]:
         for part in _chunks(v, columns):
-            q_, k_, v_, g_ = (_take(t, columns, part) for t in (q, k, v, grad))
-            p = _energies(q_, k_, skip_self=columns).sub_(_take(lse, columns, part)[..., None])
+            q_, k_, v_, g_ = (_take(t, columns, part, scratch, role) for t, role in
+                              ((q, "q"), (k, "k"), (v, "v"), (grad, "grad")))
+            p = _energies(q_, k_, columns, scratch).sub_(_take(lse, columns, part)[..., None])
             p = p.exp_()
-            pdp = softmax_dtype(torch.bmm(g_, v_.transpose(1, 2))).mul_(p)  # p·dp, in place
+            pdp = _energies(g_, v_, False, scratch, "dp").mul_(p)  # p·dp, in place
             dot_ = _lines(dot, columns)[part]
             if share:
                 dot_.add_(pdp.sum(-1).view(dot_.shape))
             if not gradients:
                 continue
             t = dot_.reshape(pdp.shape[:2])[..., None]
-            ds = pdp.addcmul_(p, t, value=-1).mul_(factor).to(q.dtype)  # scale·p·(dp − t)
-            p = p.to(v.dtype).transpose(1, 2)
-            _store(dv, columns, part, p, g_, add=columns, scale=factor)
-            _store(dq, columns, part, ds, k_, add=columns)
-            _store(dk, columns, part, ds.transpose(1, 2), q_, add=columns)
+            ds = pdp.addcmul_(p, t, value=-1).mul_(factor)  # scale·p·(dp − t)
+            ds = _narrow(ds, q.dtype, scratch, "ds")
+            p = _narrow(p, v.dtype, scratch, "p").transpose(1, 2)
+            _store(dv, columns, part, p, g_, scratch, add=columns, scale=factor)
+            _store(dq, columns, part, ds, k_, scratch, add=columns)
+            _store(dk, columns, part, ds.transpose(1, 2), q_, scratch, add=columns)
     return dq, dk, dv, dot.sum().reshape(1).to(scale.dtype)
 
 
@@ -265,12 +342,13 @@ def _(q: Tensor, k: Tensor, v: Tensor, scale: Tensor, lse: Tensor, grad: Tensor
 def _setup_context(ctx, inputs: tuple[Tensor, ...], output: tuple[Tensor, Tensor]) -> None:
     q, k, v, scale = inputs
     _, lse = output
-    ctx.save_for_backward(q, k, v, scale, lse)
+    ctx.save_for_backward(v, q, k, scale, lse)  # v first: rebuilt first, if rebuilt
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None) -> tuple[Tensor, ...]:
-    return _criss_cross_backward_op(*ctx.saved_tensors, grad_out)
+    v, q, k, scale, lse = ctx.saved_tensors
+    return _criss_cross_backward_op(q, k, v, scale, lse, grad_out)
 
 
 _criss_cross_op.register_autograd(_backward, setup_context=_setup_context)

@@ -17,7 +17,7 @@ from ._common import (
     check_odd_kernel,
     hidden_width,
 )
-from ._ops import ChannelConv1d, amax
+from ._ops import ChannelConv1d, amax, gate_product, max_mean
 
 __all__ = [
     "POOL_TYPES",
@@ -128,9 +128,17 @@ def check_pool_types(pool_types: str | Sequence[str], owner: str) -> tuple[str, 
 def channel_pools(x: Tensor, pool_types: Sequence[str]) -> Tensor:
     """The requested global pools of a (B, C, H, W) map, stacked as (P, B, C).
 
-    Stacking lets one call of the shared MLP serve every pool.
+    Stacking lets one call of the shared MLP serve every pool. "avg" and "max" together are
+    one node (:func:`~attn2d.modules._ops.max_mean`), whose backward writes both gradients
+    in one input-sized buffer instead of two.
     """
-    return torch.stack([_POOLS[name](x) for name in pool_types])
+    pools = {}
+    if "avg" in pool_types and "max" in pool_types:
+        # x is kept for the gate product's backward: saving it costs nothing.
+        both = max_mean(x, (2, 3), save_mask=False)  # (B, 2, C): max, mean
+        pools = {"max": both[:, 0], "avg": both[:, 1]}
+    return torch.stack([pools[name] if name in pools else _POOLS[name](x)
+                        for name in pool_types])
 
 
 def shared_mlp(channels: int, hidden: int) -> nn.Sequential:
@@ -172,4 +180,4 @@ class ChannelGate(AttentionModule):
 
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
-        return x * self.gate(x)[:, :, None, None]
+        return gate_product(x, self.gate(x)[:, :, None, None])

@@ -32,6 +32,7 @@ from ._common import (
 )
 from ._cross import criss_cross, criss_cross_explicit
 from ._ops import exporting, weighted_sum
+from ._recompute import rebuilt_in_backward
 
 __all__ = [
     "ChannelSelfAttention",
@@ -505,13 +506,24 @@ class CrissCrossAttention(_FromIdentity):
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
 
-    def attend(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+    def attend(self, x: Tensor, scale: Tensor | None = None, rebuild: bool = False) -> Tensor:
         """One pass of criss-cross attention, before the residual (times ``scale`` if given);
-        x is not checked."""
-        return self.attention(self.query(x), self.key(x), self.value(x), scale)
+        x is not checked. With ``rebuild`` the backward pass recomputes the projections
+        from x instead of keeping them (see :mod:`._recompute`)."""
+        # v last: autograd then runs its convolution's backward first, which frees v's
+        # gradient (input-sized) before the narrower q and k add theirs to x's.
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if not rebuild or self.attention.weights.capture:
+            return self.attention(q, k, v, scale)
+        with rebuilt_in_backward(x, ((q, self.query), (k, self.key), (v, self.value))):
+            return self.attention(q, k, v, scale)
 
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
-        for _ in range(self.recurrence):
-            x = x + self.attend(x, self.gamma)  # γ inside: the output need not be stored
+        for r in range(self.recurrence):
+            # Every pass but the last drops its projections until its backward: they would
+            # be kept through the later passes' backward, the step's peak. The last pass's
+            # backward runs first and needs them at once, so it keeps them.
+            rebuild = r < self.recurrence - 1
+            x = x + self.attend(x, self.gamma, rebuild)  # γ inside: the output is not stored
         return x

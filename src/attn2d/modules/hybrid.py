@@ -19,6 +19,7 @@ from ._common import (
     check_odd_kernel,
     hidden_width,
 )
+from ._ops import gate_product
 from .channel import ChannelGate, channel_pools, check_pool_types, shared_mlp
 from .spatial import SpatialGate, _PooledMapHead, z_pool
 
@@ -188,11 +189,11 @@ class DynamicCBAM(AttentionModule):
         pooled = channel_pools(x, self.pool_types)
         mix = self.reduction_mixture(torch.softmax(self.reduction_logits, 0))
         gates = [torch.sigmoid(mlp(pooled).sum(0)) for mlp in self.mlps]
-        x = x * self.channel_weights(_mix(mix, gates))[:, :, None, None]
+        x = gate_product(x, self.channel_weights(_mix(mix, gates))[:, :, None, None])
         pooled = z_pool(x)
         mix = self.kernel_mixture(torch.softmax(self.kernel_logits, 0))
         maps = [branch(pooled) for branch in self.spatial]
-        return x * self.spatial_weights(_mix(mix, maps))
+        return gate_product(x, self.spatial_weights(_mix(mix, maps)))  # as in CBAM
 
 
 class BAM(AttentionModule):

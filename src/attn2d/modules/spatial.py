@@ -15,7 +15,7 @@ from ._common import (
     BatchNorm2d,
     check_odd_kernel,
 )
-from ._ops import amax
+from ._ops import gate_product, max_mean
 
 __all__ = [
     "SPATIAL_CONVS",
@@ -26,14 +26,16 @@ __all__ = [
 ]
 
 
-def z_pool(x: Tensor, dim: int = 1) -> Tensor:
+def z_pool(x: Tensor, dim: int = 1, save_mask: bool = True) -> Tensor:
     """[max, mean] over ``dim``, stacked as two channels: (B, 2, *remaining two axes).
 
     Max first, as in the official CBAM and triplet code, so their weights load unchanged.
+    ``save_mask``: the backward keeps where the maxima are (1 byte per element) rather than
+    ``x``; pass False where ``x`` is kept for the backward anyway.
     """
-    # amax, not max().values: about 30x faster forward on CPU (no indices to compute); the
-    # module's amax keeps the backward as lean as max-pooling's.
-    return torch.stack((amax(x, dim), x.mean(dim)), dim=1)
+    # amax, not max().values: about 30x faster forward on CPU (no indices to compute);
+    # max_mean's backward is as lean as max-pooling's (see _ops).
+    return max_mean(x, dim, save_mask)
 
 
 SPATIAL_CONVS = ("full", "factorized", "separable")
@@ -109,7 +111,9 @@ class SpatialGate(AttentionModule, _PooledMapHead):
 
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
-        return x * self.gate(x)
+        # The z-pool keeps only a mask of x's maxima: once this product's backward has run,
+        # nothing of this gate holds on to x (in CBAM, the channel-refined map).
+        return gate_product(x, self.gate(x))
 
 
 class TripletAttention(AttentionModule):
@@ -144,13 +148,15 @@ class TripletAttention(AttentionModule):
     def forward(self, x: Tensor) -> Tensor:
         self.expect_input(x)
         # Official branch 1 rotates x to (B, H, C, W): its map lies over (C, W).
-        a_cw = self.weights_cw(self.over_cw(z_pool(x, 2)).transpose(1, 2))
+        # x is kept for the products' backward: the z-pools save it rather than a mask.
+        a_cw = self.weights_cw(self.over_cw(z_pool(x, 2, save_mask=False)).transpose(1, 2))
         # Official branch 2 rotates x to (B, W, H, C): its map lies over (H, C).
-        a_hc = self.over_hc(z_pool(x, 3).transpose(2, 3)).permute(0, 3, 2, 1)
+        a_hc = self.over_hc(z_pool(x, 3, save_mask=False).transpose(2, 3)).permute(0, 3, 2, 1)
         out = x * a_cw + x * self.weights_hc(a_hc)
         if self.over_hw is None:
             return out / 2
-        return (out + x * self.weights_hw(self.over_hw(z_pool(x, 1)))) / 3
+        a_hw = self.weights_hw(self.over_hw(z_pool(x, 1, save_mask=False)))
+        return (out + x * a_hw) / 3
 
 
 class SimAM(AttentionModule):
