@@ -88,8 +88,8 @@ def plain_product_grads(x, w, grad):
     return torch.autograd.grad(x * w, (x, w), grad)
 
 
-@pytest.mark.parametrize("w_shape", [(3, 5, 1, 1), (3, 1, 6, 4), (1, 5, 1, 4)],
-                         ids=["channel", "spatial", "mixed"])
+@pytest.mark.parametrize("w_shape", [(3, 5, 1, 1), (3, 1, 6, 4), (1, 5, 1, 4), (3, 5, 6, 4)],
+                         ids=["channel", "spatial", "mixed", "no-broadcast"])
 @pytest.mark.parametrize("tile", [1 << 18, 7], ids=["whole", "tiled"])
 def test_gate_product_equals_the_plain_product(w_shape, tile, monkeypatch):
     monkeypatch.setattr(_ops, "_MIN_TILE_ELEMENTS", tile)  # 7: many tiles, ragged last ones
@@ -101,6 +101,18 @@ def test_gate_product_equals_the_plain_product(w_shape, tile, monkeypatch):
                             plain_product_grads(x, w, grad), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(gate_product, (x, w))
+
+
+def test_gates_that_broadcast_along_no_axis_get_their_gradient():
+    # A spatial gate on one channel, a channel gate on a 1×1 map: w has x's shape, and the
+    # sum over the broadcast axes is over none (a sum over dims=[] would reduce them all).
+    for x_shape, w_shape in (((3, 1, 6, 4), (3, 1, 6, 4)), ((3, 5, 1, 1), (3, 5, 1, 1))):
+        x, w = f64(*x_shape), f64(*w_shape)
+        grad = torch.randn(x_shape, dtype=torch.float64)
+        got = torch.autograd.grad(gate_product(x, w), (x, w), grad)
+        for ours, theirs in zip(got, plain_product_grads(x, w, grad), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.equal(_ops.product_sum(x, w, []), x * w)
 
 
 def test_gate_product_when_only_one_side_needs_a_gradient():

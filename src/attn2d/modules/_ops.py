@@ -138,6 +138,8 @@ def product_sum(a: Tensor, b: Tensor, dims: Sequence[int]) -> Tensor:
     """``(a * b).sum(dims, keepdim=True)`` for tensors of one shape, tile by tile: the
     product never exists whole."""
     dtype = torch.promote_types(a.dtype, b.dtype)
+    if not dims:  # torch.sum over an empty list of dims would sum over every dim
+        return torch.mul(a, b).to(dtype)
     return _sum_by_tiles(a.shape, dims, a, dtype,
                          lambda tile, buf: torch.mul(a[tile], b[tile], out=buf))
 
