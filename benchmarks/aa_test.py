@@ -14,7 +14,7 @@ the draws share the same K runs, so the rates carry more uncertainty than their 
 
 ``--ab DIR`` also trains the demo's mechanisms with ``--ab-seeds`` seeds (default 10) and
 prints how much each mechanism's Δ moves between seeds, Bartlett's test of equal spread,
-the covariance the tests use (tests/test_stats_design.py) and, simulated from it, the
+the covariance the tests use (tests/stats/test_design.py) and, simulated from it, the
 false-verdict rate of the default design and of the pooled two-way + Dunnett candidate.
 ``--timing`` prints the per-run wall times of both folders' logs and the demo estimate.
 """

@@ -9,7 +9,7 @@ interval use the seed term's S − 1 degrees of freedom. Each mechanism keeps it
 variance: in the demo's own runs the seed spread of Δ ranges from 0.18 pp (criss-cross) to
 1.06 pp (CBAM) over 10 seeds (Bartlett p = 3e-6), and pooling it over mechanisms, as a
 seed-blocked two-way analysis with Dunnett's procedure would, then calls false verdicts
-for the noisy ones (benchmarks/aa_test.py, tests/test_stats_design.py). The family is
+for the noisy ones (benchmarks/aa_test.py, tests/stats/test_design.py). The family is
 controlled by Holm's step-down procedure over the mechanisms' t-test p-values; with a
 margin M, a mechanism whose (1 − 2α/m) interval lies within ±M is ``equivalent`` (two
 one-sided tests, Bonferroni over m).
