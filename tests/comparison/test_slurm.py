@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -167,6 +168,12 @@ def test_the_same_command_attaches_instead_of_submitting_twice(
     printed = "".join(capsys.readouterr())
     assert printed.count("attached to SLURM job") == 2 and "submitted" not in printed
     assert (out / "slurm" / "jobs.json").read_text() == book
+    # The local pool must not train runs that SLURM tasks may still be writing.
+    local = [*argv[:argv.index("--executor")], "--seeds", "1"]
+    assert main(local) == 2
+    err = capsys.readouterr().err
+    assert "expected no SLURM job still at work on its runs" in err and "scancel" in err
+    assert err.count("\n") == 1, err
     # More seeds (as --seeds auto will ask) and other cluster options: the runs of seed 0
     # are attached or done, seed 1 goes out as a new array; then the table.
     more = [*argv, "--seeds", "2", "--slurm-time", "7"]
@@ -308,6 +315,46 @@ def test_slurm_options_are_checked_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "x" / "runs").exists()
+
+
+def _book(out: Path, runs: dict[str, list[str]]) -> None:
+    (out / "slurm").mkdir(parents=True)
+    (out / "slurm" / "jobs.json").write_text(json.dumps({"runs": runs, "costs": []}))
+
+
+def test_a_local_comparison_where_slurm_jobs_are_recorded_and_no_sacct_is_refused(
+        data_dir, tmp_path, capsys, monkeypatch):
+    from attn2d.comparison import slurm
+
+    out = tmp_path / "cmp"
+    _book(out, {"se-seed0": ["41_1"]})
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    argv = ["compare", "--attention", "se", "--seeds", "1", "--data-dir", data_dir,
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no sacct here" in err and "41_1" in err and "jobs.json" in err
+    assert err.count("\n") == 1 and not (out / "runs").exists()
+
+
+def test_jobs_in_flight_reads_sacct_states(tmp_path, monkeypatch):
+    """What sacct says decides; a job it no longer knows has ended."""
+    from attn2d.comparison.slurm import jobs_in_flight
+
+    out = tmp_path / "cmp"
+    _book(out, {"a-seed0": ["7_0"], "a-seed1": ["7_1"], "a-seed2": ["6_2", "7_2"],
+                "a-seed3": ["7_3"], "a-seed4": ["7_4"]})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sacct = bin_dir / "sacct"  # SLURM's output format for -n -X -P -o JobID,State
+    sacct.write_text("#!/bin/sh\nprintf '7_0|RUNNING\\n7_1|CANCELLED by 0\\n"
+                     "7_2|PENDING\\n7_3|COMPLETED\\n'\n")
+    sacct.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    keys = [f"a-seed{i}" for i in range(5)]
+    assert jobs_in_flight(out, keys) == ["7_0", "7_2"]  # 7_4: unknown to sacct, ended
+    assert jobs_in_flight(out, ["a-seed3", "costs"]) == []
+    assert jobs_in_flight(tmp_path / "elsewhere", keys) == []
 
 
 def _have(module: str) -> bool:

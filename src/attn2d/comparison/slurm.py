@@ -41,6 +41,7 @@ import logging
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,12 +57,17 @@ from .local import record_failure, train_logged
 from .plan import ComparisonInterrupted, Failure, RunPlan
 from .records import describe_differences
 
-__all__ = ["RunTask", "SlurmExecutor", "SlurmOptions", "parse_sbatch_options"]
+__all__ = ["RunTask", "SlurmExecutor", "SlurmOptions", "jobs_in_flight",
+           "parse_sbatch_options"]
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'attn2d[slurm]'"
 _UNDER_WAY = ("RUNNING", "COMPLETING")  # the other unfinished states wait for a node
+# sacct's states of a job that has not ended: it may still write its run's folder.
+_NOT_ENDED = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
+                        "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "SIGNALING",
+                        "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,33 @@ class _Book:
         jobs = self.data["costs"] if key == "costs" else self.data["runs"].setdefault(key, [])
         jobs.append(job_id)
         write_json(self.path, self.data)
+
+
+def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
+    """The SLURM jobs recorded in ``OUT/slurm/jobs.json`` for ``keys`` (run folder names,
+    ``"costs"``) that have not ended, as ``sacct`` says; for a command that would write
+    those runs without SLURM. Needs no submitit. Raises :class:`Attn2dError` when jobs are
+    recorded but no ``sacct`` is here to say whether they ended."""
+    book_path = out / "slurm" / "jobs.json"
+    if not book_path.is_file():
+        return []
+    book = _Book(book_path.parent)
+    ids = [job for job in (book.last(key) for key in keys) if job]
+    if not ids:
+        return []
+    shown = ", ".join(ids[:4]) + (" …" if len(ids) > 4 else "")
+    if shutil.which("sacct") is None:
+        raise Attn2dError(f"{out}: expected to learn whether its SLURM jobs ({shown}) have "
+                          "ended, got no sacct here; run the command where SLURM is (with "
+                          f"--executor slurm to attach), or delete {book_path} if they are over")
+    done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise Attn2dError(f"{out}: expected sacct to report its SLURM jobs ({shown}), got: "
+                          f"{done.stderr.strip() or f'exit {done.returncode}'}")
+    states = dict(line.split("|", 1) for line in done.stdout.splitlines() if "|" in line)
+    # A job sacct no longer knows (purged from accounting) ended long ago.
+    return [job for job in ids if (states.get(job, "").split() or [""])[0] in _NOT_ENDED]
 
 
 class SlurmExecutor:
