@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attn2d import Attn2dError
 from attn2d.data import DataSpec, dataset_info, get_dataset, load_data
 
 from ..datasets import CLASSES, write_folder, write_image
@@ -132,6 +133,19 @@ def test_streamed_folders_equal_in_memory_folders(tmp_path):
         for a, b in zip(getattr(memory, split).batches(4), getattr(streamed, split).batches(4),
                         strict=True):
             assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_an_image_damaged_after_the_scan_is_one_line_from_a_worker_process(tmp_path):
+    write_folder(tmp_path)
+    data = load_data(DataSpec(f"folder:{tmp_path}", in_memory="never", num_workers=1), "cpu",
+                     seed=0)
+    for path in (tmp_path / "train").rglob("*.png"):  # damaged while the run goes on
+        path.write_bytes(b"not a png any more")
+    with pytest.raises(Attn2dError) as caught:
+        list(data.train.batches(4, 1))
+    message = str(caught.value)
+    assert message.startswith("attn2d.data: expected a readable image, got ")
+    assert "\n" not in message and "Traceback" not in message
 
 
 def test_get_dataset_reads_folders_for_pictures(tmp_path):

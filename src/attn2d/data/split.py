@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,10 +61,28 @@ def _as_list(batch: list) -> list:
 class Loader(DataLoader):
     """The DataLoader of every attn2d data path. torch warns on each loader (and on each
     pass over it) when ``num_workers`` exceeds the CPUs; a run says that once, in one line,
-    naming ``--num-workers`` (see :func:`attn2d.training.start`)."""
+    naming ``--num-workers`` (see :func:`attn2d.training.start`). An :class:`Attn2dError`
+    raised in a worker process comes out as itself, one line, as it would without workers.
+    """
 
     def check_worker_number_rationality(self) -> None:
         pass
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from super().__iter__()
+        except Attn2dError as err:
+            raise _as_raised(err) from None
+
+
+def _as_raised(err: Attn2dError) -> Attn2dError:
+    """torch re-raises a worker's exception with the worker's traceback as its text
+    ("Caught Attn2dError in DataLoader worker process 0. Original Traceback … Attn2dError:
+    <message>"); the message is the part after the last ``Attn2dError:``."""
+    text, marker = str(err), f"{Attn2dError.__name__}: "
+    if text.startswith("Caught ") and marker in text:
+        return Attn2dError(text.rsplit(marker, 1)[1].strip())
+    return err
 
 
 @dataclass
