@@ -343,16 +343,17 @@ def test_jobs_in_flight_reads_sacct_states(tmp_path, monkeypatch):
 
     out = tmp_path / "cmp"
     _book(out, {"a-seed0": ["7_0"], "a-seed1": ["7_1"], "a-seed2": ["6_2", "7_2"],
-                "a-seed3": ["7_3"], "a-seed4": ["7_4"]})
+                "a-seed3": ["7_3"], "a-seed4": ["7_4"], "a-seed5": ["8_1"]})
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     sacct = bin_dir / "sacct"  # SLURM's output format for -n -X -P -o JobID,State
     sacct.write_text("#!/bin/sh\nprintf '7_0|RUNNING\\n7_1|CANCELLED by 0\\n"
-                     "7_2|PENDING\\n7_3|COMPLETED\\n'\n")
+                     "7_2|PENDING\\n7_3|COMPLETED\\n8_[0-3]|PENDING\\n'\n")
     sacct.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    keys = [f"a-seed{i}" for i in range(5)]
-    assert jobs_in_flight(out, keys) == ["7_0", "7_2"]  # 7_4: unknown to sacct, ended
+    keys = [f"a-seed{i}" for i in range(6)]
+    # 7_4: unknown to sacct, ended; 8_1: in its array's pending record
+    assert jobs_in_flight(out, keys) == ["7_0", "7_2", "8_1"]
     assert jobs_in_flight(out, ["a-seed3", "costs"]) == []
     assert jobs_in_flight(tmp_path / "elsewhere", keys) == []
 

@@ -254,8 +254,15 @@ def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
         raise Attn2dError(f"{out}: expected sacct to report its SLURM jobs ({shown}), got: "
                           f"{done.stderr.strip() or f'exit {done.returncode}'}")
     states = dict(line.split("|", 1) for line in done.stdout.splitlines() if "|" in line)
-    # A job sacct no longer knows (purged from accounting) ended long ago.
-    return [job for job in ids if (states.get(job, "").split() or [""])[0] in _NOT_ENDED]
+
+    def state(job: str) -> str:
+        # Pending tasks of an array are one record, "123_[0-3]"; a job sacct no longer
+        # knows (purged from accounting) ended long ago.
+        found = states.get(job) or next(
+            (v for k, v in states.items() if k.startswith(f"{job.split('_')[0]}_[")), "")
+        return (found.split() or [""])[0]
+
+    return [job for job in ids if state(job) in _NOT_ENDED]
 
 
 class SlurmExecutor:
