@@ -322,7 +322,7 @@ def _book(out: Path, runs: dict[str, list[str]]) -> None:
     (out / "slurm" / "jobs.json").write_text(json.dumps({"runs": runs, "costs": []}))
 
 
-def test_a_local_comparison_where_slurm_jobs_are_recorded_and_no_sacct_is_refused(
+def test_a_local_comparison_where_slurm_jobs_are_recorded_and_no_squeue_is_refused(
         data_dir, tmp_path, capsys, monkeypatch):
     from attn2d.comparison import slurm
 
@@ -333,29 +333,36 @@ def test_a_local_comparison_where_slurm_jobs_are_recorded_and_no_sacct_is_refuse
             "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "no sacct here" in err and "41_1" in err and "jobs.json" in err
+    assert "no squeue here" in err and "41_1" in err and "jobs.json" in err
     assert err.count("\n") == 1 and not (out / "runs").exists()
 
 
-def test_jobs_in_flight_reads_sacct_states(tmp_path, monkeypatch):
-    """What sacct says decides; a job it no longer knows has ended."""
+def _fake_squeue(tmp_path: Path, monkeypatch, script: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\n{script}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_jobs_in_flight_reads_squeue_states(tmp_path, monkeypatch):
+    """What squeue lists (one line per array task, -r) decides; a job it does not list has
+    ended, and so have all when it knows none of them."""
     from attn2d.comparison.slurm import jobs_in_flight
 
     out = tmp_path / "cmp"
     _book(out, {"a-seed0": ["7_0"], "a-seed1": ["7_1"], "a-seed2": ["6_2", "7_2"],
-                "a-seed3": ["7_3"], "a-seed4": ["7_4"], "a-seed5": ["8_1"]})
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    sacct = bin_dir / "sacct"  # SLURM's output format for -n -X -P -o JobID,State
-    sacct.write_text("#!/bin/sh\nprintf '7_0|RUNNING\\n7_1|CANCELLED by 0\\n"
-                     "7_2|PENDING\\n7_3|COMPLETED\\n8_[0-3]|PENDING\\n'\n")
-    sacct.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    keys = [f"a-seed{i}" for i in range(6)]
-    # 7_4: unknown to sacct, ended; 8_1: in its array's pending record
-    assert jobs_in_flight(out, keys) == ["7_0", "7_2", "8_1"]
-    assert jobs_in_flight(out, ["a-seed3", "costs"]) == []
+                "a-seed3": ["7_3"], "a-seed4": ["7_4"]})
+    keys = [f"a-seed{i}" for i in range(5)]
+    _fake_squeue(tmp_path, monkeypatch,
+                 "printf '7_0|RUNNING\\n7_1|CANCELLED\\n7_2|PENDING\\n7_3|COMPLETING\\n'")
+    assert jobs_in_flight(out, keys) == ["7_0", "7_2", "7_3"]  # 7_4: not listed, ended
+    assert jobs_in_flight(out, ["a-seed1", "costs"]) == []
     assert jobs_in_flight(tmp_path / "elsewhere", keys) == []
+    _fake_squeue(tmp_path, monkeypatch,
+                 "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    assert jobs_in_flight(out, keys) == []
 
 
 def _have(module: str) -> bool:

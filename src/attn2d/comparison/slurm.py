@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'attn2d[slurm]'"
 _UNDER_WAY = ("RUNNING", "COMPLETING")  # the other unfinished states wait for a node
-# sacct's states of a job that has not ended: it may still write its run's folder.
+# SLURM's states of a job that has not ended: it may still write its run's folder.
 _NOT_ENDED = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
                         "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "SIGNALING",
                         "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
@@ -233,9 +233,9 @@ class _Book:
 
 def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
     """The SLURM jobs recorded in ``OUT/slurm/jobs.json`` for ``keys`` (run folder names,
-    ``"costs"``) that have not ended, as ``sacct`` says; for a command that would write
+    ``"costs"``) that have not ended, as ``squeue`` says; for a command that would write
     those runs without SLURM. Needs no submitit. Raises :class:`Attn2dError` when jobs are
-    recorded but no ``sacct`` is here to say whether they ended."""
+    recorded but no ``squeue`` is here to say whether they ended."""
     book_path = out / "slurm" / "jobs.json"
     if not book_path.is_file():
         return []
@@ -244,25 +244,20 @@ def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
     if not ids:
         return []
     shown = ", ".join(ids[:4]) + (" …" if len(ids) > 4 else "")
-    if shutil.which("sacct") is None:
+    if shutil.which("squeue") is None:
         raise Attn2dError(f"{out}: expected to learn whether its SLURM jobs ({shown}) have "
-                          "ended, got no sacct here; run the command where SLURM is (with "
+                          "ended, got no squeue here; run the command where SLURM is (with "
                           f"--executor slurm to attach), or delete {book_path} if they are over")
-    done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+    # -r: one line per array task (pending tasks are otherwise one line, "123_[0-3]").
+    done = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "--jobs", ",".join(ids)],
                           capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise Attn2dError(f"{out}: expected sacct to report its SLURM jobs ({shown}), got: "
+        if "Invalid job id" in done.stderr:  # none of them is known any more: all ended
+            return []
+        raise Attn2dError(f"{out}: expected squeue to report its SLURM jobs ({shown}), got: "
                           f"{done.stderr.strip() or f'exit {done.returncode}'}")
     states = dict(line.split("|", 1) for line in done.stdout.splitlines() if "|" in line)
-
-    def state(job: str) -> str:
-        # Pending tasks of an array are one record, "123_[0-3]"; a job sacct no longer
-        # knows (purged from accounting) ended long ago.
-        found = states.get(job) or next(
-            (v for k, v in states.items() if k.startswith(f"{job.split('_')[0]}_[")), "")
-        return (found.split() or [""])[0]
-
-    return [job for job in ids if state(job) in _NOT_ENDED]
+    return [job for job in ids if states.get(job, "").strip() in _NOT_ENDED]
 
 
 class SlurmExecutor:
