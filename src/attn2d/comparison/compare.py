@@ -45,7 +45,7 @@ from .plan import (
 )
 from .report import Comparison, build_report, write_report
 from .sequential import run_sequential
-from .slurm import jobs_in_flight
+from .slurm import refuse_jobs_in_flight
 
 __all__ = ["UnderWay", "compare"]
 
@@ -150,17 +150,6 @@ def compare(
                     command, costs, html)
 
 
-def _refuse_slurm_jobs_in_flight(out: Path, runs: list[str]) -> None:
-    in_flight = jobs_in_flight(out, [*runs, "costs"])
-    if in_flight:
-        arrays = " ".join(sorted({job.split("_")[0] for job in in_flight}))
-        raise Attn2dError(
-            f"{out}: expected no SLURM job still at work on its runs, got "
-            f"{plural(len(in_flight), 'job')} not ended ({', '.join(in_flight[:4])}"
-            f"{' …' if len(in_flight) > 4 else ''}); run the same command with --executor "
-            f"slurm to attach to them, or scancel {arrays} first")
-
-
 @dataclass
 class UnderWay:
     """A comparison whose runs are still going on elsewhere (a detached SLURM array): no
@@ -176,7 +165,7 @@ def _run(executor: Executor, specs: list[str], base: TrainConfig, seed_list: lis
     plans = plan_runs(specs, base, seed_list, out)
     todo = sum(not p.finished for p in plans)
     if isinstance(executor, LocalExecutor):  # not while SLURM tasks may write these runs
-        _refuse_slurm_jobs_in_flight(out, [p.dir.name for p in plans if not p.finished])
+        refuse_jobs_in_flight(out, [*(p.dir.name for p in plans if not p.finished), "costs"])
     if sequential:
         log.info("%d models, seeds added where a verdict is open (up to %d each, margin "
                  "±%g pp), %s, in %s", len(specs), max_seeds, margin, executor.describe(), out)

@@ -51,6 +51,7 @@ from typing import Any
 from .._base.errors import Attn2dError
 from .._base.io import read_json, read_jsonl, write_json
 from .._base.lock import release_ended_job
+from .._base.log import plural
 from ..training import RunResult, StopRequest, TrainConfig, resolve_device
 from .costs import measure_costs
 from .local import record_failure, train_logged
@@ -58,7 +59,7 @@ from .plan import ComparisonInterrupted, Failure, RunPlan
 from .records import describe_differences
 
 __all__ = ["RunTask", "SlurmExecutor", "SlurmOptions", "jobs_in_flight",
-           "parse_sbatch_options"]
+           "parse_sbatch_options", "refuse_jobs_in_flight"]
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
     ids = [job for job in (book.last(key) for key in keys) if job]
     if not ids:
         return []
-    shown = ", ".join(ids[:4]) + (" …" if len(ids) > 4 else "")
+    shown = _listed(ids)
     if shutil.which("squeue") is None:
         raise Attn2dError(f"{out}: expected to learn whether its SLURM jobs ({shown}) have "
                           "ended, got no squeue here; run the command where SLURM is (with "
@@ -258,6 +259,27 @@ def jobs_in_flight(out: Path, keys: Sequence[str]) -> list[str]:
                           f"{done.stderr.strip() or f'exit {done.returncode}'}")
     states = dict(line.split("|", 1) for line in done.stdout.splitlines() if "|" in line)
     return [job for job in ids if states.get(job, "").strip() in _NOT_ENDED]
+
+
+def refuse_jobs_in_flight(out: Path, keys: Sequence[str]) -> None:
+    """Raise :class:`Attn2dError`, naming them and their ``scancel``, if any of the jobs
+    :func:`jobs_in_flight` finds has not ended."""
+    in_flight = jobs_in_flight(out, keys)
+    if in_flight:
+        raise Attn2dError(
+            f"{out}: expected no SLURM job still at work on its runs, got "
+            f"{plural(len(in_flight), 'job')} not ended ({_listed(in_flight)}); run the same "
+            f"command with --executor slurm to attach to them, or scancel "
+            f"{_arrays(in_flight)} first")
+
+
+def _listed(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:4]) + (" …" if len(ids) > 4 else "")
+
+
+def _arrays(job_ids: Sequence[str]) -> str:
+    """The job arrays of array tasks (``123_4`` → ``123``), for ``scancel``."""
+    return " ".join(sorted({job.split("_")[0] for job in job_ids}))
 
 
 class SlurmExecutor:
@@ -386,7 +408,7 @@ class SlurmExecutor:
         try:
             self._watch(out, by_name, plans, live, tries, failed)
         except KeyboardInterrupt as stopped:
-            ids = " ".join(sorted({job.job_id.split("_")[0] for job in live.values()}))
+            ids = _arrays([job.job_id for job in live.values()])
             raise ComparisonInterrupted(
                 getattr(stopped, "signal", signal.SIGINT),
                 f"stopped watching; {len(live)} run(s) go on in SLURM; rerun the same command "
